@@ -1,0 +1,56 @@
+# Sluice — build, test, generate, benchmark and demo.
+# Heavy tools and caches live outside the repository, under $(SLUICE_CACHE).
+
+SHELL := /bin/bash
+GO ?= go
+SLUICE_CACHE ?= $(HOME)/.cache/sluice
+export SLUICE_TOOLS ?= $(SLUICE_CACHE)/tools
+TOOLS_BIN := $(SLUICE_TOOLS)/bin
+export PATH := $(TOOLS_BIN):$(PATH)
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+GOTEST_FLAGS ?= -race -count=1 -timeout 30m
+
+.PHONY: all build test test-unit tools tools-bench generate bench demo fmt vet clean
+
+all: build
+
+## build: the binaries into bin/
+build:
+	@mkdir -p bin
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice-proxy ./cmd/sluice-proxy
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice-demo-app ./examples/app
+
+## tools: what the tests need (h2spec, iptables, iproute2), cached outside the repo
+tools:
+	@bash hack/tools.sh test
+
+tools-bench:
+	@bash hack/tools.sh bench
+
+## test: every test, with the race detector
+test: tools build
+	H2SPEC=$(TOOLS_BIN)/h2spec $(GO) test $(GOTEST_FLAGS) ./...
+
+## vet: static checks
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+## generate: regenerate checked-in generated code
+generate:
+	@bash hack/protoc.sh
+
+## bench: proxy throughput, latency and memory against haproxy and nginx (not part of test)
+bench: tools-bench build
+	$(GO) run ./bench/cmd/proxybench
+
+## demo: two versions of the demo app behind sluice-proxy with a 90/10 split
+demo: build
+	$(GO) run ./examples/proxydemo
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin
