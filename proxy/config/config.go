@@ -87,6 +87,32 @@ type Config struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// LogLevel is debug, info, warn or error (slog's names); empty means info.
 	LogLevel string `json:"logLevel,omitempty"`
+	// ControlPlane, when set, makes the proxy a mesh member: it learns services
+	// from the destination API, gets its certificate from the identity API and
+	// its inbound policy from the policy API. Table then only adds to what the
+	// control plane says.
+	ControlPlane *ControlPlane `json:"controlPlane,omitempty"`
+}
+
+// ControlPlane says how to reach Sluice's control plane and who this proxy is.
+type ControlPlane struct {
+	// Address is the host:port of the control plane's gRPC API (destination,
+	// identity and policy).
+	Address string `json:"address"`
+	// Identity is the TLS identity this proxy requests, e.g.
+	// "web.default.serviceaccount.identity.sluice.cluster.local".
+	Identity string `json:"identity"`
+	// TokenFile holds the token that proves the proxy may have Identity; it is
+	// read again at every certificate refresh.
+	TokenFile string `json:"tokenFile"`
+	// TrustAnchors is a PEM file with the mesh's trust anchors.
+	TrustAnchors string `json:"trustAnchors"`
+	// Namespace is the workload's namespace (consumer routes and policy).
+	Namespace string `json:"namespace,omitempty"`
+	// Workload names the workload instance for inbound policy ("ns/pod").
+	Workload string `json:"workload,omitempty"`
+	// Watch lists services to discover up front besides the listeners' ones.
+	Watch []string `json:"watch,omitempty"`
 }
 
 // Inbound configures the inbound side.

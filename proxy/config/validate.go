@@ -52,6 +52,20 @@ func (c *Config) Validate() error {
 	for _, s := range c.Table.Services {
 		known[s.Key()] = true
 	}
+	if cp := c.ControlPlane; cp != nil {
+		// Services named here may be discovered from the control plane.
+		known[anyService] = true
+		checkDial(&p, "controlPlane.address", cp.Address)
+		for _, f := range []struct{ name, v string }{
+			{"controlPlane.identity", cp.Identity},
+			{"controlPlane.tokenFile", cp.TokenFile},
+			{"controlPlane.trustAnchors", cp.TrustAnchors},
+		} {
+			if f.v == "" {
+				p.add(f.name, "required when controlPlane is set")
+			}
+		}
+	}
 	seenListen := map[string]int{}
 	for i, l := range c.Listeners {
 		path := fmt.Sprintf("listeners[%d]", i)
@@ -66,7 +80,7 @@ func (c *Config) Validate() error {
 		switch {
 		case l.Service == "":
 			p.add(path+".service", "required (a service key such as \"web.default:80\")")
-		case !known[l.Service]:
+		case !known[l.Service] && c.ControlPlane == nil:
 			p.add(path+".service", "unknown service %q", l.Service)
 		}
 	}
@@ -304,11 +318,14 @@ func checkPathModifier(p *problems, path, pathType, value string) {
 	}
 }
 
+// anyService, marked known, accepts every service reference.
+const anyService = "*"
+
 func checkServiceRef(p *problems, path, key string, known map[string]bool) {
 	switch {
 	case key == "":
 		p.add(path, "required (a service key such as \"web.default:80\")")
-	case !known[key]:
+	case !known[key] && !known[anyService]:
 		p.add(path, "unknown service %q", key)
 	}
 }
