@@ -40,6 +40,7 @@ vet:
 ## generate: regenerate checked-in generated code
 generate:
 	@bash hack/protoc.sh
+	@bash hack/generate-crds.sh
 
 ## bench: proxy throughput, latency and memory against haproxy and nginx (not part of test)
 bench: tools-bench build
