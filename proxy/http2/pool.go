@@ -1,0 +1,173 @@
+package http2
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// Defaults for zero Pool fields.
+const (
+	// DefaultConnectTimeout bounds one TCP connect to an endpoint (Linkerd's outbound default).
+	DefaultConnectTimeout = time.Second
+	// DefaultPoolIdleTimeout closes an upstream connection that carried no stream for this long.
+	DefaultPoolIdleTimeout = 90 * time.Second
+	// pingAfter is how long an upstream connection may stay silent before the
+	// Transport checks it with a PING; pingTimeout is how long it waits for the answer.
+	pingAfter   = 30 * time.Second
+	pingTimeout = 15 * time.Second
+)
+
+// ErrPoolClosed is returned by RoundTrip after Close.
+var ErrPoolClosed = errors.New("http2 pool: closed")
+
+// ConnectError is a failure to open a TCP connection to an endpoint: nothing
+// reached the endpoint, so the request may be sent elsewhere.
+type ConnectError struct {
+	// Addr is the endpoint address that was dialled.
+	Addr string
+	// Err is the dial failure.
+	Err error
+}
+
+// Error names the address and the cause.
+func (e *ConnectError) Error() string { return fmt.Sprintf("connect to %s: %v", e.Addr, e.Err) }
+
+// Unwrap returns the dial failure.
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Pool holds one multiplexed HTTP/2 (h2c prior-knowledge) client connection per
+// upstream address and replaces connections that die. Requests are balanced per
+// request by the dispatcher, never per connection: the caller names the endpoint
+// in each request's URL.Host and the Pool only carries it there.
+//
+// It is built on golang.org/x/net/http2.Transport, whose connection pool keys
+// connections by address, opens another connection only when the peer's
+// SETTINGS_MAX_CONCURRENT_STREAMS is exhausted, and retries requests the peer
+// did not process (GOAWAY, an unusable fresh connection) on a new connection.
+// The zero value is ready to use; set the fields before the first request.
+type Pool struct {
+	// ConnectTimeout bounds each TCP connect (default DefaultConnectTimeout).
+	ConnectTimeout time.Duration
+	// IdleTimeout closes a connection with no streams after this long (default DefaultPoolIdleTimeout).
+	IdleTimeout time.Duration
+
+	once sync.Once
+	tr   *http2.Transport
+
+	mu     sync.Mutex
+	conns  map[*trackedConn]struct{}
+	closed bool
+}
+
+func (p *Pool) init() {
+	p.once.Do(func() {
+		idle := p.IdleTimeout
+		if idle <= 0 {
+			idle = DefaultPoolIdleTimeout
+		}
+		p.tr = &http2.Transport{
+			AllowHTTP:          true,
+			DialTLSContext:     p.dial,
+			DisableCompression: true, // a proxy passes encodings through untouched
+			IdleConnTimeout:    idle,
+			ReadIdleTimeout:    pingAfter,
+			PingTimeout:        pingTimeout,
+		}
+		p.mu.Lock()
+		if p.conns == nil {
+			p.conns = map[*trackedConn]struct{}{}
+		}
+		p.mu.Unlock()
+	})
+}
+
+// dial opens a plain TCP connection (h2c prior knowledge: no TLS despite the
+// Transport's hook name) and tracks it so Close can end it.
+func (p *Pool) dial(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+	timeout := p.ConnectTimeout
+	if timeout <= 0 {
+		timeout = DefaultConnectTimeout
+	}
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, &ConnectError{Addr: addr, Err: err}
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	tc := &trackedConn{Conn: c, pool: p}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		c.Close()
+		return nil, &ConnectError{Addr: addr, Err: ErrPoolClosed}
+	}
+	p.conns[tc] = struct{}{}
+	p.mu.Unlock()
+	return tc, nil
+}
+
+// RoundTrip sends req to the endpoint named by req.URL.Host (scheme "http"),
+// with req.Host as the :authority. It is an http.RoundTripper.
+func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
+	p.init()
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, ErrPoolClosed
+	}
+	return p.tr.RoundTrip(req)
+}
+
+// Close closes every upstream connection, idle or not; requests in flight fail.
+func (p *Pool) Close() {
+	p.init()
+	p.mu.Lock()
+	p.closed = true
+	conns := make([]*trackedConn, 0, len(p.conns))
+	for c := range p.conns {
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	p.tr.CloseIdleConnections()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// openConns reports how many upstream connections are open (for tests).
+func (p *Pool) openConns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+// trackedConn removes itself from its pool when closed.
+type trackedConn struct {
+	net.Conn
+	pool *Pool
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.pool.mu.Lock()
+		delete(c.pool.conns, c)
+		c.pool.mu.Unlock()
+	})
+	return err
+}
