@@ -48,6 +48,10 @@ var (
 	errInvalidBackend = &Error{Status: 500, GRPC: GRPCInternal, Reason: "invalid backend reference in route"}
 )
 
+// StatusClientClosed is what an attempt reports when the client went away
+// before the response was complete (nginx's 499): not an endpoint failure.
+const StatusClientClosed = 499
+
 // HeaderName is the header that carries the reason of a proxy-made error.
 const HeaderName = "sluice-proxy-error"
 
@@ -215,7 +219,7 @@ func (r *Result) failed() bool {
 }
 
 // pick chooses a backend of the plan's rule by weight, then one of its endpoints.
-func (d *Dispatcher) pick(p *Plan) (*Target, *Error) {
+func (d *Dispatcher) pick(p *Plan, avoid *balance.Endpoint) (*Target, *Error) {
 	snap := d.snap.Load()
 	ready := func(key string) bool {
 		if key == "" {
@@ -231,15 +235,17 @@ func (d *Dispatcher) pick(p *Plan) (*Target, *Error) {
 	if !ok {
 		// Nothing ready: if weights are positive but endpoints are missing, say so.
 		if len(p.Rule.Spec.Backends) == 1 {
-			return d.pickService(p.Rule.Spec.Backends[0].Service, p.Service, &p.Rule.Spec.Backends[0])
+			return d.pickService(p.Rule.Spec.Backends[0].Service, p.Service, &p.Rule.Spec.Backends[0], avoid)
 		}
 		return nil, errAllZero
 	}
-	return d.pickService(b.Service, p.Service, b)
+	return d.pickService(b.Service, p.Service, b, avoid)
 }
 
 // pickService picks an endpoint of the service named key.
-func (d *Dispatcher) pickService(key string, parent *Service, b *routetable.Backend) (*Target, *Error) {
+// A retry after a failed connect avoids the endpoint that just failed when the
+// service has another ready one.
+func (d *Dispatcher) pickService(key string, parent *Service, b *routetable.Backend, avoid *balance.Endpoint) (*Target, *Error) {
 	if key == "" {
 		return nil, errInvalidBackend
 	}
@@ -252,6 +258,9 @@ func (d *Dispatcher) pickService(key string, parent *Service, b *routetable.Back
 		}
 	}
 	ep, err := svc.balancer.Pick()
+	for try := 0; err == nil && ep == avoid && try < 3 && svc.balancer.ReadyCount() > 1; try++ {
+		ep, err = svc.balancer.Pick()
+	}
 	if err != nil {
 		e := AsError(err)
 		e.Reason += " for " + key
@@ -262,7 +271,7 @@ func (d *Dispatcher) pickService(key string, parent *Service, b *routetable.Back
 
 // PickTarget picks one endpoint of a service, for request mirroring.
 func (d *Dispatcher) PickTarget(serviceKey string) (*Target, *Error) {
-	return d.pickService(serviceKey, nil, nil)
+	return d.pickService(serviceKey, nil, nil, nil)
 }
 
 // Forward runs the attempt loop for a routed request. replayable says the request
@@ -286,9 +295,11 @@ func (d *Dispatcher) Forward(ctx context.Context, p *Plan, replayable bool, fn A
 	// A failure to connect is retried on another endpoint even without a policy.
 	connectRetries := max(statusRetries, 1)
 
+	clientCtx := ctx
 	var res Result
+	var avoid *balance.Endpoint
 	for attempt := 0; ; attempt++ {
-		t, perr := d.pick(p)
+		t, perr := d.pick(p, avoid)
 		if perr != nil {
 			res = Result{Err: perr, GRPCStatus: -1}
 			p.Service.stats.Request()
@@ -320,13 +331,20 @@ func (d *Dispatcher) Forward(ctx context.Context, p *Plan, replayable bool, fn A
 				d.countTimeout(p, "backend_request")
 			}
 		}
-		att.Done(res.failed())
+		// A client that went away is not the endpoint's fault.
+		clientGone := clientCtx.Err() == context.Canceled || res.Status == StatusClientClosed
+		att.Done(res.failed() && !clientGone)
+		if res.Err != nil && IsConnectError(res.Err) {
+			avoid = t.Endpoint
+		}
 		latency := res.Latency
 		if latency == 0 {
 			latency = d.clock.Now().Sub(t0)
 		}
 		status, errLabel := res.Status, ""
-		if res.Err != nil && res.Status == 0 {
+		if clientGone {
+			status, errLabel = StatusClientClosed, "client_closed"
+		} else if res.Err != nil && res.Status == 0 {
 			pe := AsError(res.Err)
 			status, errLabel = pe.Status, "proxy"
 		}
