@@ -34,7 +34,7 @@ type AlertProviderList struct {
 
 // AlertProviderType is the kind of chat service.
 //
-// +kubebuilder:validation:Enum=slack;msteams;discord;rocket;gchat
+// +kubebuilder:validation:Enum=slack;msteams;discord;rocket;gchat;generic
 type AlertProviderType string
 
 const (
@@ -48,6 +48,8 @@ const (
 	AlertProviderRocket AlertProviderType = "rocket"
 	// AlertProviderGChat posts Google Chat cards.
 	AlertProviderGChat AlertProviderType = "gchat"
+	// AlertProviderGeneric posts a JSON document with every field of the event.
+	AlertProviderGeneric AlertProviderType = "generic"
 )
 
 // Defaults of an AlertProvider.
@@ -93,6 +95,12 @@ type AlertProviderSpec struct {
 	// token.
 	// +optional
 	SecretRef *SecretReference `json:"secretRef,omitempty"`
+
+	// Template is a Go text/template for the message text, with the event's
+	// fields (.Canary, .Namespace, .Phase, .Revision, .Weight, .FailingCheck,
+	// .Message, .Severity, .Cluster, .Time). Empty uses the default text.
+	// +optional
+	Template string `json:"template,omitempty"`
 }
 
 // GetChannel returns the channel, "general" when empty.

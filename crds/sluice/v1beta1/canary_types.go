@@ -1008,6 +1008,10 @@ type CanaryAlert struct {
 	// namespace is set.
 	// +required
 	ProviderRef CrossNamespaceObjectReference `json:"providerRef"`
+
+	// WeightSteps also sends an info alert at every traffic step.
+	// +optional
+	WeightSteps bool `json:"weightSteps,omitempty"`
 }
 
 // HookType is when a webhook is called and what its answer means.
@@ -1044,7 +1048,7 @@ var HookTypes = []HookType{ConfirmRolloutHook, PreRolloutHook, RolloutHook, Conf
 
 // CanaryWebhook is an HTTP endpoint called at a point of a run. The call is
 // a JSON POST of the canary's name, namespace, phase, checksum and the
-// webhook's metadata; a status of 200 to 202 is success.
+// webhook's metadata; any 2xx status is success (Flagger's 200-202 limit is not kept).
 type CanaryWebhook struct {
 	// Type is when the webhook is called: confirm-rollout, pre-rollout,
 	// rollout (default), confirm-traffic-increase, confirm-promotion,

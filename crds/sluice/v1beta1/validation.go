@@ -52,7 +52,7 @@ var (
 		"sluice", "prometheus", "influxdb", "datadog", "externalmetrics", "stackdriver",
 		"cloudwatch", "newrelic", "graphite", "dynatrace", "keptn", "splunk",
 	}
-	alertProviders = []string{"slack", "msteams", "discord", "rocket", "gchat"}
+	alertProviders = []string{"slack", "msteams", "discord", "rocket", "gchat", "generic"}
 )
 
 // Validate checks the Canary as the API server would, and what it cannot,
