@@ -134,6 +134,27 @@ type CanaryStatus struct {
 	// +optional
 	ObservedRevision string `json:"observedRevision,omitempty"`
 
+	// LastAnalysisTime is when the current step was last judged.
+	// +optional
+	LastAnalysisTime *metav1.Time `json:"lastAnalysisTime,omitempty"`
+
+	// LastProgressTime is when the run last made progress; the progress
+	// deadline counts from it.
+	// +optional
+	LastProgressTime *metav1.Time `json:"lastProgressTime,omitempty"`
+
+	// Paused is true while a user holds the run at its current weight.
+	// +optional
+	Paused bool `json:"paused,omitempty"`
+
+	// LastManualAction is the last manual action applied (promote, abort,
+	// retry, pause, resume), and LastManualActionTime when it was requested:
+	// a request is applied once.
+	// +optional
+	LastManualAction string `json:"lastManualAction,omitempty"`
+	// +optional
+	LastManualActionTime *metav1.Time `json:"lastManualActionTime,omitempty"`
+
 	// LastPromotedRevision identifies the revision last promoted. CI that
 	// waits for a promotion waits until it equals the revision it applied.
 	// +optional

@@ -524,6 +524,18 @@ func (in *CanaryStatus) DeepCopyInto(out *CanaryStatus) {
 			(*out)[key] = val
 		}
 	}
+	if in.LastAnalysisTime != nil {
+		in, out := &in.LastAnalysisTime, &out.LastAnalysisTime
+		*out = (*in).DeepCopy()
+	}
+	if in.LastProgressTime != nil {
+		in, out := &in.LastProgressTime, &out.LastProgressTime
+		*out = (*in).DeepCopy()
+	}
+	if in.LastManualActionTime != nil {
+		in, out := &in.LastManualActionTime, &out.LastManualActionTime
+		*out = (*in).DeepCopy()
+	}
 	if in.LastTransitionTime != nil {
 		in, out := &in.LastTransitionTime, &out.LastTransitionTime
 		*out = (*in).DeepCopy()
