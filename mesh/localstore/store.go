@@ -1,17 +1,21 @@
 // Package localstore is the in-memory object store of local mode: the
-// Services and HTTPRoutes read from the user's YAML, and the replicas the
-// local supervisor runs. It is the discovery source the destination service
-// streams from in local mode (it implements destination.Source), and the
-// place the canary engine writes HTTPRoute weights to.
+// Services, HTTPRoutes and inbound policy objects (Server,
+// AuthorizationPolicy, MeshTLSAuthentication, NetworkAuthentication) read from
+// the user's YAML, and the replicas the local supervisor runs. It is the
+// discovery source the destination service streams from in local mode (it
+// implements destination.Source), the policy source the inbound policy
+// service streams from (policy.PolicySource), and the place the canary engine
+// writes HTTPRoute weights to.
 //
 // Objects follow Kubernetes semantics where it matters to routing: a Service
 // selects the replicas of its namespace whose labels match its selector (a
 // Service without a selector has no endpoints), each Service port is one
 // routable service keyed "name.namespace:port" (routetable.ServiceKey), and
 // HTTPRoutes attach to Service ports as GAMMA defines (see package routing).
-// Namespaces default to "default", and a route's creationTimestamp is set on
-// creation as the API server would, so that route precedence follows the
-// order routes were created.
+// Namespaces default to "default", and the creationTimestamp of a route or a
+// policy object is set on creation as the API server would, so that route
+// precedence (and which of two overlapping Servers wins) follows the order
+// objects were created.
 //
 // Every mutation that changes something bumps a generation and closes the
 // channel returned by Changed, waking every watcher at once; a mutation that
@@ -34,6 +38,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/sluicehq/sluice/crds/policy/v1beta1"
 	"github.com/sluicehq/sluice/mesh/api/routetable"
 )
 
@@ -68,6 +73,14 @@ type Replica struct {
 	Ready bool
 	// Protocol is a hint of what the replica's address speaks.
 	Protocol routetable.Protocol
+	// PortNames names the replica's container ports by number
+	// (containers[].ports[].name), so that a Server selecting a port by name
+	// selects it. Optional.
+	PortNames map[int]string
+	// DefaultInboundPolicy is the workload's default inbound policy (its
+	// config.sluice.dev/default-inbound-policy annotation): what its ports
+	// no Server selects get. Empty means the control plane's default.
+	DefaultInboundPolicy string
 }
 
 // objKey names a namespaced object.
@@ -99,6 +112,12 @@ type Store struct {
 	routes   map[objKey]storedRoute
 	replicas map[string]map[string]Replica // namespace -> pod -> replica
 
+	// Inbound policy objects by kind (see policy.go).
+	servers       objectSet[v1beta1.Server, *v1beta1.Server]
+	authzPolicies objectSet[v1beta1.AuthorizationPolicy, *v1beta1.AuthorizationPolicy]
+	meshTLSAuthns objectSet[v1beta1.MeshTLSAuthentication, *v1beta1.MeshTLSAuthentication]
+	networkAuthns objectSet[v1beta1.NetworkAuthentication, *v1beta1.NetworkAuthentication]
+
 	// Derived from services, rebuilt when they change; never modified in
 	// place, so readers may keep them after unlocking.
 	byKey    map[string]portRef // service key -> port
@@ -118,6 +137,11 @@ func New() *Store {
 		replicas: map[string]map[string]Replica{},
 		byKey:    map[string]portRef{},
 		resolves: map[string]string{},
+
+		servers:       newObjectSet[v1beta1.Server](),
+		authzPolicies: newObjectSet[v1beta1.AuthorizationPolicy](),
+		meshTLSAuthns: newObjectSet[v1beta1.MeshTLSAuthentication](),
+		networkAuthns: newObjectSet[v1beta1.NetworkAuthentication](),
 	}
 }
 
@@ -333,6 +357,7 @@ func (s *Store) rebuildRouteListLocked() {
 func (s *Store) SetReplica(r Replica) {
 	r.Namespace = nsOr(r.Namespace)
 	r.Labels = maps.Clone(r.Labels)
+	r.PortNames = maps.Clone(r.PortNames)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	pods := s.replicas[r.Namespace]
@@ -374,6 +399,7 @@ func (s *Store) Replicas() []Replica {
 		for _, pod := range slices.Sorted(maps.Keys(pods)) {
 			r := pods[pod]
 			r.Labels = maps.Clone(r.Labels)
+			r.PortNames = maps.Clone(r.PortNames)
 			out = append(out, r)
 		}
 	}
@@ -383,7 +409,8 @@ func (s *Store) Replicas() []Replica {
 func sameReplica(a, b Replica) bool {
 	return a.Namespace == b.Namespace && a.Workload == b.Workload && a.Pod == b.Pod &&
 		a.Revision == b.Revision && a.Address == b.Address && a.Identity == b.Identity &&
-		a.Ready == b.Ready && a.Protocol == b.Protocol && maps.Equal(a.Labels, b.Labels)
+		a.Ready == b.Ready && a.Protocol == b.Protocol && maps.Equal(a.Labels, b.Labels) &&
+		maps.Equal(a.PortNames, b.PortNames) && a.DefaultInboundPolicy == b.DefaultInboundPolicy
 }
 
 func nsOr(ns string) string {

@@ -24,6 +24,10 @@
 //     identity requirement the client need not use TLS; without a network one
 //     it may connect from anywhere. A policy that references an object that does
 //     not exist, or is invalid, is left out (it authorizes nobody) and reported.
+//
+// Server serves the compiled policies to proxies over gRPC
+// (meshv1.InboundPolicies): one stream per workload port, recompiled from a
+// PolicySource whenever it changes, converted to the wire by ServerToProto.
 package policy
 
 import (

@@ -28,7 +28,10 @@ const (
 type PortSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "namespace/name" of the pod, or of the replica in local mode.
-	Workload      string `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	Workload string `protobuf:"bytes,1,opt,name=workload,proto3" json:"workload,omitempty"`
+	// The port (1-65535) as the workload's pod spec declares it
+	// (containers[].ports[].containerPort): what a Server's port selects, by
+	// number or by that port's name.
 	Port          uint32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -86,8 +89,12 @@ type InboundServer struct {
 	// A connection or request is allowed when any authorization allows it; with
 	// none, everything is denied.
 	Authorizations []*Authorization `protobuf:"bytes,2,rep,name=authorizations,proto3" json:"authorizations,omitempty"`
-	// Metric labels naming where the policy came from: "srv_name",
-	// "srv_kind" ("server" or "default"), "srv_group".
+	// Metric labels naming where the policy came from: "srv_name" (the Server
+	// resource's name, or the default policy's name), "srv_kind" ("server" or
+	// "default") and, for kind "server" only, "srv_group" ("policy.sluice.dev").
+	// One more key is not a metric label: "workload_unknown" = "true" says the
+	// control plane knows no workload of that name (yet), so it sent its
+	// default policy; the stream follows with the real policy once it appears.
 	Labels map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// When no Server resource selects the port, the name of the default policy
 	// the authorizations were derived from ("all-unauthenticated",
@@ -169,11 +176,19 @@ type Authorization struct {
 	//	*Authorization_Unauthenticated
 	//	*Authorization_MeshTls
 	Authentication isAuthorization_Authentication `protobuf_oneof:"authentication"`
-	// Metric labels naming the authorization: "authz_name", "authz_kind"
-	// ("authorizationpolicy", "default", ...), "authz_group".
+	// Metric labels naming the authorization: "authz_name" (the
+	// AuthorizationPolicy's name, or the default policy's name), "authz_kind"
+	// ("authorizationpolicy" or "default") and, for kind
+	// "authorizationpolicy" only, "authz_group" ("policy.sluice.dev").
 	Labels map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	// Audit mode: a request this authorization would deny is allowed and
-	// counted as if denied.
+	// Audit mode (Linkerd's meaning): a client no other authorization allows is
+	// allowed anyway, counted as allowed with authz_name "audit" and
+	// authz_kind "default", and logged as an audit decision. It is how a
+	// Server in audit mode (accessPolicy or default policy "audit") travels:
+	// at most one authorization has it set, the last one, which allows every
+	// client (no networks, unauthenticated) and has labels authz_name "audit",
+	// authz_kind "default". A proxy reads it as "audit mode on" whatever its
+	// other fields say, and checks it only after every other authorization.
 	Audit         bool `protobuf:"varint,5,opt,name=audit,proto3" json:"audit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -274,7 +289,9 @@ func (*Authorization_Unauthenticated) isAuthorization_Authentication() {}
 func (*Authorization_MeshTls) isAuthorization_Authentication() {}
 
 // Network is a CIDR ("10.0.0.0/8", "fd00::/8"; a bare IP means a single
-// address) minus some sub-ranges.
+// address) minus some sub-ranges (CIDRs or bare IPs too). A client address
+// is in the network when it is in cidr and in no except; IPv4-mapped IPv6
+// client addresses are checked as IPv4.
 type Network struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cidr          string                 `protobuf:"bytes,1,opt,name=cidr,proto3" json:"cidr,omitempty"`
@@ -364,14 +381,22 @@ func (*Unauthenticated) Descriptor() ([]byte, []int) {
 	return file_sluice_mesh_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
-// MeshTLS allows clients whose mesh TLS identity is listed or ends in a suffix.
+// MeshTLS allows clients whose verified mesh TLS identity is listed or ends
+// in a suffix. A client without one (plain text, or TLS without a client
+// certificate) is never allowed; with both lists empty nobody is.
 type MeshTLS struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Identities allowed exactly ("web.shop.serviceaccount.identity.sluice.cluster.local").
+	// Identities allowed exactly
+	// ("web.shop.serviceaccount.identity.sluice.cluster.local"). Two wildcard
+	// forms are allowed too: "*" allows any client with an identity, and "*."
+	// followed by a suffix means that suffix (with its leading dot) in
+	// suffixes.
 	Identities []string `protobuf:"bytes,1,rep,name=identities,proto3" json:"identities,omitempty"`
-	// Identity suffixes allowed: "*" allows any authenticated client;
-	// ".shop.serviceaccount.identity.sluice.cluster.local" allows every service
-	// account of namespace shop. A suffix matches at a label boundary.
+	// Identity suffixes, matched at a label boundary:
+	// ".shop.serviceaccount.identity.sluice.cluster.local" and the same
+	// without the leading dot both allow every service account of namespace
+	// shop (without the dot, the identity equal to the suffix is allowed too).
+	// "", "*" and "." allow any client with an identity.
 	Suffixes      []string `protobuf:"bytes,2,rep,name=suffixes,proto3" json:"suffixes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
