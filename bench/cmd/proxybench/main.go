@@ -530,8 +530,12 @@ func (b *bench) header(loadCPU, proxyCPU string) {
 		b.printf("WARNING: the machine is busy (load %.2f): other processes share the CPUs, expect noisy numbers\n", load)
 	}
 	o := b.opts
-	b.printf("wrk -t1 -c%d -d%v x%d (best counts, after %v warm-up); fortio -qps %d -c %d -t %v; ghz %d UnaryCall x%d workers, 1 connection\n",
-		o.wrkConns, o.wrkDuration, o.wrkRounds, o.warmup, o.fortioQPS, o.fortioConns, o.fortioDuration, o.ghzCalls, o.ghzConc)
+	grpc := "gRPC skipped"
+	if o.ghzCalls > 0 {
+		grpc = fmt.Sprintf("ghz %d UnaryCall x%d workers, 1 connection", o.ghzCalls, o.ghzConc)
+	}
+	b.printf("wrk -t1 -c%d -d%v x%d (best counts, after %v warm-up); fortio -qps %d -c %d -t %v; %s\n",
+		o.wrkConns, o.wrkDuration, o.wrkRounds, o.warmup, o.fortioQPS, o.fortioConns, o.fortioDuration, grpc)
 	for _, t := range []string{"wrk", "fortio", "ghz", "haproxy", "nginx"} {
 		if _, err := exec.LookPath(t); err == nil {
 			b.printf("  %-8s %s\n", t, toolVersion(t))
