@@ -129,7 +129,7 @@ stop_system_service() {
 show() { log "$(printf '%-9s %s' "$1:" "$(first_line "${@:2}")")"; }
 
 install_test() {
-	apt_tools iptables:iptables ip:iproute2
+	apt_tools iptables:iptables iptables-legacy:iptables ip6tables:iptables ip:iproute2 setpriv:util-linux
 	go_tool h2spec "$H2SPEC_PKG" --version
 }
 

@@ -328,7 +328,7 @@ func (d *Dispatcher) Passthrough(addr string) *Service {
 	b := balance.New(cfg)
 	b.Update(spec.Endpoints)
 	svc := &Service{
-		Spec: spec, key: addr, routes: rt, balancer: b,
+		Spec: spec, key: spec.Key(), routes: rt, balancer: b,
 		budget:  retry.NewBudget(d.opts.BudgetRatio, d.opts.BudgetMinPerSecond, d.opts.BudgetWindow, d.clock.Now),
 		rules:   map[*routetable.Rule]*ruleInfo{},
 		authTag: addr,
