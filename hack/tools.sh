@@ -129,7 +129,7 @@ stop_system_service() {
 show() { log "$(printf '%-9s %s' "$1:" "$(first_line "${@:2}")")"; }
 
 install_test() {
-	apt_tools iptables:iptables iptables-legacy:iptables ip6tables:iptables ip:iproute2 setpriv:util-linux
+	apt_tools iptables:iptables iptables-legacy:iptables ip6tables:iptables ip:iproute2 setpriv:util-linux prometheus:prometheus
 	go_tool h2spec "$H2SPEC_PKG" --version
 }
 
@@ -161,6 +161,7 @@ main() {
 	show iptables iptables --version
 	show ip ip -V
 	show h2spec "$BIN/h2spec" --version
+	show prometheus prometheus --version
 	if [[ "$mode" == bench ]]; then
 		show wrk wrk -v
 		show haproxy haproxy -v
