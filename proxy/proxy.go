@@ -6,13 +6,17 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/mesh/api/routetable"
@@ -24,6 +28,7 @@ import (
 	"github.com/sluicehq/sluice/proxy/http2"
 	"github.com/sluicehq/sluice/proxy/metrics"
 	"github.com/sluicehq/sluice/proxy/origdst"
+	"github.com/sluicehq/sluice/proxy/policy"
 	"github.com/sluicehq/sluice/proxy/tcp"
 )
 
@@ -39,9 +44,19 @@ type side struct {
 }
 
 // Proxy is a running sidecar.
+//
+// With a controlPlane section in its configuration it is a mesh member: it
+// obtains its certificate from the identity service, discovers the services
+// its listeners (and controlPlane.watch) name, and takes its inbound policy
+// from the control plane. It then speaks mutual TLS to every endpoint that
+// has an identity (HTTP as HTTP/2, opaque TCP announced by ALPN), terminates
+// the mesh TLS of its clients on the inbound side, and reports ready only
+// once certified and synced. When the control plane goes away it keeps
+// serving with what it last received.
 type Proxy struct {
 	log      *slog.Logger
 	registry *metrics.Registry
+	mesh     *meshClient // nil without a control plane
 
 	mu       sync.Mutex
 	cfg      *config.Config
@@ -60,6 +75,16 @@ type Proxy struct {
 
 	tcpInbound  *metrics.TCPStats
 	tcpOutbound *metrics.TCPStats
+	tcpTLS      sync.Map // direction + "\x00" + identity -> *metrics.TCPStats
+
+	// downgrade carries HTTP/1 requests that arrived over the mesh's HTTP/2
+	// connection to the application as HTTP/1.
+	downgrade *http.Transport
+
+	policy atomic.Pointer[enforcedPolicy] // inbound policy in force
+	peers  sync.Map                       // client identity -> *dispatch.Peer
+
+	detected sync.Map // detectKey -> *metrics.Counter
 }
 
 // boundListener is one accepting socket and how its connections are routed.
@@ -90,24 +115,66 @@ func New(cfg *config.Config, log *slog.Logger) (*Proxy, error) {
 	}
 	p.h1pool = &http1.Pool{ConnectTimeout: cfg.ConnectTimeout.D()}
 	p.h2pool = &http2.Pool{ConnectTimeout: cfg.ConnectTimeout.D()}
-	tlsLabels := metrics.Labels{{Name: "tls", Value: "no_identity"}, {Name: "no_tls_reason", Value: "not_provided_by_service_discovery"}}
-	p.outbound = p.newSide("outbound", tlsLabels)
-	p.inbound = p.newSide("inbound", metrics.Labels{{Name: "tls", Value: "no_identity"}, {Name: "no_tls_reason", Value: "no_tls_from_remote"}})
+	p.downgrade = &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: cfg.ConnectTimeout.D()}).DialContext,
+		DisableCompression:  true, // a proxy passes encodings through untouched
+		MaxIdleConnsPerHost: http1.DefaultMaxIdlePerHost,
+		IdleConnTimeout:     config.DefaultHTTPIdleTimeout,
+		TLSNextProto:        map[string]func(string, *tls.Conn) http.RoundTripper{}, // HTTP/1 only
+	}
+	if cfg.ControlPlane != nil {
+		m, err := newMeshClient(p, cfg)
+		if err != nil {
+			return nil, err
+		}
+		p.mesh = m
+		p.h1pool.DialTLS = m.dialHTTP1
+		p.h2pool.ClientTLS = func(identity string) *tls.Config { return m.clientTLS(identity, ALPNHTTP2) }
+	}
+	p.outbound = p.newSide("outbound", nil, p.outboundTLSLabels)
+	p.inbound = p.newSide("inbound", metrics.Labels{{Name: "tls", Value: "no_identity"}, {Name: "no_tls_reason", Value: "no_tls_from_remote"}}, nil)
+	p.inbound.h1.ClientID = connIdentity
+	p.inbound.h2.ClientID = connIdentity
+	p.inbound.h2.Downgrade = p.downgrade
+	if p.mesh != nil {
+		p.outbound.h1.Mesh = p.h2pool
+	}
 	p.tcpInbound = reg.TCP("inbound", nil)
 	p.tcpOutbound = reg.TCP("outbound", nil)
 	if err := p.apply(cfg); err != nil {
+		if p.mesh != nil {
+			p.mesh.conn.Close()
+		}
 		return nil, err
 	}
 	return p, nil
 }
 
-func (p *Proxy) newSide(direction string, labels metrics.Labels) side {
-	d := dispatch.New(dispatch.Options{Direction: direction, Metrics: p.registry, Logger: p.log, StaticLabels: labels})
+func (p *Proxy) newSide(direction string, static metrics.Labels, endpointLabels func(*routetable.Endpoint) metrics.Labels) side {
+	d := dispatch.New(dispatch.Options{Direction: direction, Metrics: p.registry, Logger: p.log, StaticLabels: static, EndpointLabels: endpointLabels})
 	return side{
 		d:  d,
 		h1: &http1.Server{Dispatcher: d, Pool: p.h1pool, Logger: p.log},
 		h2: &http2.Server{Dispatcher: d, Pool: p.h2pool, Logger: p.log},
 	}
+}
+
+// Outbound TLS labels, as Linkerd's proxy writes them.
+var (
+	labelsNoIdentity = metrics.Labels{{Name: "tls", Value: "no_identity"}, {Name: "no_tls_reason", Value: "not_provided_by_service_discovery"}}
+	labelsTLSOff     = metrics.Labels{{Name: "tls", Value: "disabled"}}
+)
+
+// outboundTLSLabels are the TLS labels of an outbound endpoint's series:
+// tls="true" and server_id when the proxy speaks mutual TLS to it.
+func (p *Proxy) outboundTLSLabels(ep *routetable.Endpoint) metrics.Labels {
+	switch {
+	case ep.Identity == "":
+		return labelsNoIdentity
+	case p.mesh == nil:
+		return labelsTLSOff // an identity, but no certificate of our own
+	}
+	return metrics.Labels{{Name: "tls", Value: "true"}, {Name: "server_id", Value: ep.Identity}}
 }
 
 // Metrics is the proxy's metrics registry.
@@ -133,11 +200,23 @@ func (p *Proxy) apply(cfg *config.Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if err := p.outbound.d.Update(&cfg.Table); err != nil {
+	def, err := policyFor(cfg)
+	if err != nil {
+		return fmt.Errorf("inbound.defaultPolicy: %w", err)
+	}
+	if p.mesh != nil {
+		if err := p.mesh.setStatic(cfg); err != nil {
+			return fmt.Errorf("outbound: %w", err)
+		}
+	} else if err := p.outbound.d.Update(&cfg.Table); err != nil {
 		return fmt.Errorf("outbound: %w", err)
 	}
 	if err := p.inbound.d.Update(inboundTable(cfg)); err != nil {
 		return fmt.Errorf("inbound: %w", err)
+	}
+	if cur := p.policy.Load(); cur == nil || !cur.fromControlPlane {
+		// The control plane's policy, once received, outranks the default.
+		p.policy.CompareAndSwap(cur, p.newEnforcedPolicy(def, false))
 	}
 	ports := cfg.OpaquePorts
 	set := detect.NewPortSet(ports...)
@@ -156,6 +235,9 @@ func (p *Proxy) Reload(cfg *config.Config) error {
 	if err := p.apply(cfg); err != nil {
 		return err
 	}
+	if p.mesh != nil && (cfg.ControlPlane == nil || !sameControlPlane(*cfg.ControlPlane, p.mesh.cfg)) {
+		p.log.Warn("controlPlane changed in the configuration: the change needs a restart; keeping the current one")
+	}
 	p.mu.Lock()
 	ctx := p.ctx
 	p.mu.Unlock()
@@ -165,15 +247,49 @@ func (p *Proxy) Reload(cfg *config.Config) error {
 	return p.reconcileListeners(ctx, cfg)
 }
 
-// Ready reports whether the proxy serves traffic.
+// sameControlPlane reports whether two controlPlane sections are equal.
+func sameControlPlane(a, b config.ControlPlane) bool {
+	return a.Address == b.Address && a.Identity == b.Identity && a.TokenFile == b.TokenFile &&
+		a.TrustAnchors == b.TrustAnchors && a.Namespace == b.Namespace && a.Workload == b.Workload &&
+		slices.Equal(a.Watch, b.Watch)
+}
+
+// Ready reports whether the proxy serves traffic: its listeners are bound
+// and, in the mesh, it is certified and has discovered the services it
+// watches. It answers the admin server's /ready.
 func (p *Proxy) Ready() (bool, string) {
 	select {
 	case <-p.ready:
-		return true, ""
 	default:
 		return false, "listeners not bound yet"
 	}
+	if p.mesh != nil {
+		return p.mesh.ready()
+	}
+	return true, ""
 }
+
+// Bound returns a channel closed once every listener is bound.
+func (p *Proxy) Bound() <-chan struct{} { return p.ready }
+
+// ListenerAddr returns the bound address of the explicit listener for the
+// service with key service, or "" if there is none.
+func (p *Proxy) ListenerAddr(service string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.listeners {
+		if l.kind == "service" && l.service == service {
+			return l.ln.Addr().String()
+		}
+	}
+	return ""
+}
+
+// Inbound is the inbound dispatcher (for tests).
+func (p *Proxy) Inbound() *dispatch.Dispatcher { return p.inbound.d }
+
+// InboundPolicy returns the inbound policy in force.
+func (p *Proxy) InboundPolicy() policy.Server { return p.policy.Load().srv }
 
 // Addr returns the bound address of a listener by its configured address
 // ("admin", "inbound" and "outbound" name those), or "" if none.
@@ -203,6 +319,21 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.mu.Lock()
 	p.ctx = serveCtx
 	p.mu.Unlock()
+
+	if p.mesh != nil {
+		// The control-plane clients outlive the listeners: requests still
+		// draining keep using the certificate and routes.
+		meshCtx, stopMesh := context.WithCancel(context.Background())
+		meshDone := make(chan struct{})
+		go func() {
+			defer close(meshDone)
+			p.mesh.run(meshCtx)
+		}()
+		defer func() {
+			stopMesh()
+			<-meshDone
+		}()
+	}
 
 	adminLn, err := net.Listen("tcp", cfg.Admin)
 	if err != nil {
@@ -259,6 +390,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	stopServing()
 	p.h1pool.Close()
 	p.h2pool.Close()
+	p.downgrade.CloseIdleConnections()
 	stopAdmin()
 	<-adminDone
 	return nil
@@ -279,11 +411,23 @@ func (p *Proxy) bindFixed(ctx context.Context, cfg *config.Config) error {
 	return nil
 }
 
+// listenerName is the key of an explicit listener in Proxy.listeners: its
+// address, or for a listener on port 0 (of which there may be several) its
+// address and service.
+func listenerName(l config.Listener) string {
+	if _, port, err := net.SplitHostPort(l.Listen); err == nil && port == "0" {
+		return l.Listen + "|" + l.Service
+	}
+	return l.Listen
+}
+
 // reconcileListeners makes the explicit listeners match the configuration.
 func (p *Proxy) reconcileListeners(ctx context.Context, cfg *config.Config) error {
 	want := map[string]string{}
+	addrOf := map[string]string{}
 	for _, l := range cfg.Listeners {
-		want[l.Listen] = l.Service
+		want[listenerName(l)] = l.Service
+		addrOf[listenerName(l)] = l.Listen
 	}
 	p.mu.Lock()
 	var stale []*boundListener
@@ -313,14 +457,18 @@ func (p *Proxy) reconcileListeners(ctx context.Context, cfg *config.Config) erro
 		<-l.done
 	}
 	var errs []error
-	for addr, svc := range want {
+	for name, svc := range want {
 		p.mu.Lock()
-		_, exists := p.listeners[addr]
+		_, exists := p.listeners[name]
 		p.mu.Unlock()
 		if exists {
 			continue
 		}
-		if err := p.listen(ctx, addr, "service", svc, addr); err != nil {
+		addr := addrOf[name]
+		if addr == "" {
+			addr = name // renamed to its bound address above
+		}
+		if err := p.listen(ctx, name, "service", svc, addr); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -448,26 +596,83 @@ func (p *Proxy) serveConn(ctx context.Context, l *boundListener, c net.Conn) {
 		}
 	}
 
-	proto := detect.Opaque
-	var conn net.Conn = c
 	hint := routetable.ProtocolDetect
 	if svc != nil {
 		hint = svc.Spec.Protocol
 	}
-	switch {
-	case hint == routetable.ProtocolOpaque || (port != 0 && opaque.Has(port)):
-		proto = detect.Opaque
-	case hint == routetable.ProtocolHTTP1:
-		proto = detect.HTTP1
-	case hint == routetable.ProtocolHTTP2 || hint == routetable.ProtocolGRPC:
-		proto = detect.HTTP2
-	default:
-		got, dc, err := detect.Detect(c, detectTO)
-		if err != nil {
-			_ = c.Close()
+	var conn net.Conn = c
+	proto, decided := detect.Opaque, false
+	// Inbound, the client and its identity decide what it may do.
+	var client netip.Addr
+	var identity string
+	isTLS := false
+	if l.kind == "inbound" {
+		client = remoteIP(c)
+		if pol := p.policy.Load(); pol.srv.Protocol != routetable.ProtocolDetect {
+			hint = pol.srv.Protocol
+		}
+		if p.mesh != nil {
+			// A meshed client speaks TLS whatever the port's protocol: look
+			// before deciding anything else.
+			got, dc, err := detect.Detect(c, detectTO)
+			if err != nil {
+				_ = c.Close()
+				return
+			}
+			conn, proto = dc, got
+			decided = hint == routetable.ProtocolDetect && !(port != 0 && opaque.Has(port))
+			if isTLSClientHello(dc.Peeked()) {
+				tc, id, alpn, err := p.terminateTLS(ctx, dc)
+				if err != nil {
+					p.log.Debug("inbound TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+					_ = c.Close()
+					return
+				}
+				conn, identity, isTLS = tc, id, true
+				switch alpn {
+				case ALPNHTTP2:
+					proto, decided = detect.HTTP2, true
+				case ALPNHTTP1:
+					proto, decided = detect.HTTP1, true
+				case ALPNOpaque:
+					proto, decided = detect.Opaque, true
+				default:
+					decided = false // TLS without ALPN: detect what it carries
+				}
+			}
+		}
+	}
+
+	if !decided {
+		switch {
+		case hint == routetable.ProtocolOpaque || (port != 0 && opaque.Has(port)):
+			proto = detect.Opaque
+		case hint == routetable.ProtocolHTTP1:
+			proto = detect.HTTP1
+		case hint == routetable.ProtocolHTTP2 || hint == routetable.ProtocolGRPC:
+			proto = detect.HTTP2
+		default:
+			got, dc, err := detect.Detect(conn, detectTO)
+			if err != nil {
+				_ = conn.Close()
+				return
+			}
+			proto, conn = got, dc
+		}
+	}
+	p.countDetected(l.kind, proto, isTLS)
+
+	if l.kind == "inbound" {
+		if peer := p.inboundPeer(isTLS, identity); peer != nil {
+			ctx = dispatch.WithPeer(ctx, peer)
+		}
+		if proto != detect.Opaque {
+			resolver = p.authorizingResolver(resolver, client, identity)
+		} else if ok, reason := p.authorize(true, client, identity); !ok {
+			p.log.Debug("inbound connection denied", "remote", c.RemoteAddr().String(), "reason", reason)
+			_ = conn.Close()
 			return
 		}
-		proto, conn = got, dc
 	}
 
 	switch proto {
@@ -476,26 +681,56 @@ func (p *Proxy) serveConn(ctx context.Context, l *boundListener, c net.Conn) {
 	case detect.HTTP2:
 		s.h2.ServeConn(ctx, conn, resolver)
 	default:
-		p.forwardOpaque(ctx, l.kind, conn, svc)
+		p.forwardOpaque(ctx, l.kind, conn, svc, isTLS, identity)
 	}
 }
 
-// forwardOpaque balances an opaque connection onto an endpoint of svc.
-func (p *Proxy) forwardOpaque(ctx context.Context, kind string, c net.Conn, svc *dispatch.Service) {
+// detectKey names a protocol_detect_total series.
+type detectKey struct {
+	kind  string
+	proto detect.Protocol
+	tls   bool
+}
+
+// countDetected counts a connection by listener kind, protocol and TLS.
+func (p *Proxy) countDetected(kind string, proto detect.Protocol, isTLS bool) {
+	k := detectKey{kind, proto, isTLS}
+	if v, ok := p.detected.Load(k); ok {
+		v.(*metrics.Counter).Inc()
+		return
+	}
+	direction := "outbound"
+	if kind == "inbound" {
+		direction = "inbound"
+	}
+	tlsValue := "false"
+	if isTLS {
+		tlsValue = "true"
+	}
+	c := p.registry.Counter("protocol_detect_total", "Connections by the protocol they were served as.", metrics.Labels{
+		{Name: "direction", Value: direction},
+		{Name: "protocol", Value: proto.String()},
+		{Name: "tls", Value: tlsValue},
+	})
+	v, _ := p.detected.LoadOrStore(k, c)
+	v.(*metrics.Counter).Inc()
+}
+
+// forwardOpaque balances an opaque connection onto an endpoint of svc. An
+// outbound connection to an endpoint with a mesh identity is wrapped in mutual
+// TLS announcing ALPNOpaque. isTLS and identity describe an inbound client.
+func (p *Proxy) forwardOpaque(ctx context.Context, kind string, c net.Conn, svc *dispatch.Service, isTLS bool, identity string) {
 	defer c.Close()
 	if svc == nil {
 		p.log.Warn("opaque connection with no known destination closed", "listener", kind, "remote", c.RemoteAddr().String())
 		return
-	}
-	stats := p.tcpOutbound
-	if kind == "inbound" {
-		stats = p.tcpInbound
 	}
 	p.mu.Lock()
 	connectTO, idle := p.cfg.ConnectTimeout.D(), p.cfg.IdleTimeout.D()
 	p.mu.Unlock()
 	var upstream net.Conn
 	var lastErr error
+	var serverID string
 	for try := 0; try < 2; try++ { // a refused connect is retried on another endpoint
 		ep, err := svc.Balancer().Pick()
 		if err != nil {
@@ -503,7 +738,15 @@ func (p *Proxy) forwardOpaque(ctx context.Context, kind string, c net.Conn, svc 
 			return
 		}
 		att := ep.Start()
-		upstream, lastErr = tcp.Dial(ctx, ep.Addr(), connectTO)
+		serverID = ""
+		if kind != "inbound" && p.mesh != nil {
+			serverID = ep.Spec().Identity
+		}
+		if serverID != "" {
+			upstream, lastErr = p.mesh.dialOpaque(ctx, ep.Addr(), serverID, connectTO)
+		} else {
+			upstream, lastErr = tcp.Dial(ctx, ep.Addr(), connectTO)
+		}
 		if lastErr == nil {
 			att.FirstByte()
 			defer att.Done(false)
@@ -514,6 +757,12 @@ func (p *Proxy) forwardOpaque(ctx context.Context, kind string, c net.Conn, svc 
 	if upstream == nil {
 		p.log.Warn("opaque connection failed", "service", svc.Key(), "err", lastErr)
 		return
+	}
+	var stats *metrics.TCPStats
+	if kind == "inbound" {
+		stats = p.tcpStatsFor("inbound", isTLS, identity)
+	} else {
+		stats = p.tcpStatsFor("outbound", serverID != "", serverID)
 	}
 	stats.Open()
 	defer stats.Close()

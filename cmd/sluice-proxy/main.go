@@ -3,6 +3,13 @@
 // weighted splits, balancing, retries, timeouts and golden metrics.
 //
 //	sluice-proxy --config /etc/sluice/proxy.yaml
+//
+// With a controlPlane section in its configuration the proxy is a mesh member:
+// it gets its certificate from the identity service (reporting /ready only
+// once certified and once the services it watches are discovered), its
+// services and routes from the destination service and its inbound policy
+// from the policy service, and speaks mutual TLS to every meshed peer. It
+// keeps serving with what it last received while the control plane is away.
 package main
 
 import (
@@ -46,11 +53,12 @@ func run(args []string) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if *cfgPath == "" {
-		fmt.Fprintln(os.Stderr, "sluice-proxy: --config is required (or SLUICE_PROXY_CONFIG)")
+	inline := os.Getenv(configYAMLEnv)
+	if *cfgPath == "" && inline == "" {
+		fmt.Fprintln(os.Stderr, "sluice-proxy: --config is required (or SLUICE_PROXY_CONFIG, or "+configYAMLEnv+" holding the configuration itself)")
 		return 2
 	}
-	cfg, err := config.Load(*cfgPath)
+	cfg, err := loadConfig(*cfgPath, inline)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "sluice-proxy: %v\n", err)
 		return 1
@@ -86,4 +94,22 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// configYAMLEnv holds the configuration itself (YAML or JSON) when --config
+// is empty: the sidecar injector passes it so on Kubernetes, with the pod's
+// name and namespace expanded by the kubelet. It is not reloaded.
+const configYAMLEnv = "SLUICE_PROXY_CONFIG_YAML"
+
+// loadConfig reads the configuration file at path or, when path is empty,
+// parses inline (the content of configYAMLEnv).
+func loadConfig(path, inline string) (*config.Config, error) {
+	if path != "" {
+		return config.Load(path)
+	}
+	cfg, err := config.Parse([]byte(inline))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", configYAMLEnv, err)
+	}
+	return cfg, nil
 }

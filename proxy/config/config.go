@@ -34,6 +34,7 @@ import (
 
 	"github.com/sluicehq/sluice/mesh/api/routetable"
 	"github.com/sluicehq/sluice/proxy/detect"
+	"github.com/sluicehq/sluice/proxy/policy"
 )
 
 // Off, as a listen address, disables that listener.
@@ -125,10 +126,24 @@ type Inbound struct {
 	App string `json:"app"`
 	// Protocol skips detection for inbound connections when set.
 	Protocol routetable.Protocol `json:"protocol,omitempty"`
+	// DefaultPolicy is the inbound authorization policy in force until the
+	// control plane sends one, and for good without a control plane: one of
+	// all-unauthenticated (the default when empty), all-authenticated,
+	// cluster-unauthenticated, cluster-authenticated, deny, audit.
+	DefaultPolicy string `json:"defaultPolicy,omitempty"`
 }
 
 // Enabled reports whether there is an inbound listener.
 func (i Inbound) Enabled() bool { return i.Listen != "" && i.Listen != Off }
+
+// Policy returns the name of the default inbound policy: DefaultPolicy, or
+// all-unauthenticated when it is empty.
+func (i Inbound) Policy() string {
+	if i.DefaultPolicy == "" {
+		return policy.AllUnauthenticated
+	}
+	return i.DefaultPolicy
+}
 
 // Outbound configures the outbound side.
 type Outbound struct {

@@ -210,7 +210,7 @@ func TestParseErrors(t *testing.T) {
 func TestValidate(t *testing.T) {
 	const in = `
 admin: "localhost:http"
-inbound: {listen: "example.com:4143", protocol: tcp}
+inbound: {listen: "example.com:4143", protocol: tcp, defaultPolicy: allow-all}
 outbound: {listen: "example.com:4140"}
 listeners:
 - {listen: "127.0.0.1:9000", service: web.default:80}
@@ -264,6 +264,7 @@ admin: "localhost:http": port "http" is not a number within 0-65535
 inbound.listen: "example.com:4143": host "example.com" is not an IP address or localhost
 inbound.app: required when inbound.listen is set (the application's address, e.g. 127.0.0.1:8080)
 inbound.protocol: "tcp" is not http1, http2, grpc or opaque (or empty, to detect)
+inbound.defaultPolicy: "allow-all" is not one of all-unauthenticated, all-authenticated, cluster-unauthenticated, cluster-authenticated, deny, audit
 outbound.listen: "example.com:4140": host "example.com" is not an IP address or localhost
 listeners[1].listen: "127.0.0.1:9000" is already used by listeners[0]
 listeners[1].service: unknown service "nope.default:80"

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/sluicehq/sluice/mesh/api/routetable"
+	"github.com/sluicehq/sluice/proxy/policy"
 	"github.com/sluicehq/sluice/proxy/retry"
 )
 
@@ -44,6 +45,9 @@ func (c *Config) Validate() error {
 		checkDial(&p, "inbound.app", c.Inbound.App)
 	}
 	checkProtocol(&p, "inbound.protocol", c.Inbound.Protocol)
+	if dp := c.Inbound.DefaultPolicy; dp != "" && !slices.Contains(policy.DefaultPolicies, dp) {
+		p.add("inbound.defaultPolicy", "%q is not one of %s", dp, strings.Join(policy.DefaultPolicies, ", "))
+	}
 	if c.Outbound.Listen != "" {
 		checkListen(&p, "outbound.listen", c.Outbound.Listen, true)
 	}

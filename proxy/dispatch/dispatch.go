@@ -46,8 +46,15 @@ type Options struct {
 	BudgetRatio        float64
 	BudgetMinPerSecond int
 	BudgetWindow       time.Duration
-	// StaticLabels are extra labels on every outbound series (tls, server_id, ...).
+	// StaticLabels are extra labels on the series of requests that carry no
+	// Peer (see WithPeer); a request's Peer labels replace them. Inbound, they
+	// are the labels of a plain-text client (tls, no_tls_reason).
 	StaticLabels metrics.Labels
+	// EndpointLabels, when set, returns extra labels of the series of one
+	// endpoint: outbound, the TLS labels (tls, server_id or no_tls_reason)
+	// that depend on the endpoint's identity. It is called when an endpoint's
+	// series are first needed (once per endpoint and Peer), not per request.
+	EndpointLabels func(ep *routetable.Endpoint) metrics.Labels
 }
 
 // Dispatcher routes requests to services, endpoints and attempts.
@@ -66,7 +73,14 @@ type Dispatcher struct {
 	unregister  map[string]func()
 	passthrough sync.Map // "ip:port" -> *Service
 
-	endpointStats sync.Map // *balance.Endpoint -> *metrics.HTTPStats
+	endpointStats sync.Map // *balance.Endpoint -> *endpointStats
+}
+
+// endpointStats are the metrics handles of one endpoint: one for requests
+// that carry no Peer, one per Peer for the others.
+type endpointStats struct {
+	def    atomic.Pointer[metrics.HTTPStats]
+	byPeer sync.Map // *Peer -> *metrics.HTTPStats
 }
 
 // snapshot is one immutable view of the routing state.
@@ -88,6 +102,8 @@ type Service struct {
 	rules    map[*routetable.Rule]*ruleInfo
 	stats    *metrics.HTTPStats // for errors the proxy makes before an endpoint is chosen
 	authTag  string
+
+	peerStats sync.Map // *Peer -> *metrics.HTTPStats, stats for requests with a Peer
 }
 
 // Key is the service's canonical identity, "name.namespace:port".
@@ -212,7 +228,7 @@ func (d *Dispatcher) Update(t *routetable.Table) error {
 		svc.balancer = b
 		svc.budget = d.budgets[key]
 		svc.authTag = authorityLabel(svc.Spec)
-		svc.stats = d.metrics.HTTP(d.opts.Direction, d.serviceLabels(svc))
+		svc.stats = d.metrics.HTTP(d.opts.Direction, d.serviceLabels(svc, nil))
 	}
 	for key, b := range d.balancers {
 		if _, ok := next.services[key]; ok {
@@ -333,28 +349,78 @@ func (d *Dispatcher) Passthrough(addr string) *Service {
 		rules:   map[*routetable.Rule]*ruleInfo{},
 		authTag: addr,
 	}
-	svc.stats = d.metrics.HTTP(d.opts.Direction, d.serviceLabels(svc))
+	svc.stats = d.metrics.HTTP(d.opts.Direction, d.serviceLabels(svc, nil))
 	actual, _ := d.passthrough.LoadOrStore(addr, svc)
 	return actual.(*Service)
 }
 
-// serviceLabels are the labels of series recorded before an endpoint is chosen.
-func (d *Dispatcher) serviceLabels(svc *Service) metrics.Labels {
+// serviceLabels are the labels of series recorded before an endpoint is
+// chosen: the authority (outbound), then the peer's labels or the static ones.
+func (d *Dispatcher) serviceLabels(svc *Service, peer *Peer) metrics.Labels {
 	l := metrics.Labels{}
 	if d.opts.Direction == "outbound" {
 		l = append(l, metrics.Label{Name: "authority", Value: svc.authTag})
 	}
-	return append(l, d.opts.StaticLabels...)
+	return append(l, d.connLabels(peer)...)
 }
 
-// statsFor returns the cached metrics handle for an endpoint of a service.
-func (d *Dispatcher) statsFor(svc *Service, ep *balance.Endpoint) *metrics.HTTPStats {
-	if v, ok := d.endpointStats.Load(ep); ok {
+// connLabels are the labels of the client connection: the peer's, or the
+// static ones without a peer.
+func (d *Dispatcher) connLabels(peer *Peer) metrics.Labels {
+	if peer != nil {
+		return peer.labels
+	}
+	return d.opts.StaticLabels
+}
+
+// serviceStats returns the handle for errors made before an endpoint is
+// chosen, for requests from peer (nil: none).
+func (d *Dispatcher) serviceStats(svc *Service, peer *Peer) *metrics.HTTPStats {
+	if peer == nil {
+		return svc.stats
+	}
+	if v, ok := svc.peerStats.Load(peer); ok {
 		return v.(*metrics.HTTPStats)
 	}
-	l := d.serviceLabels(svc)
+	st := d.metrics.HTTP(d.opts.Direction, d.serviceLabels(svc, peer))
+	actual, _ := svc.peerStats.LoadOrStore(peer, st)
+	return actual.(*metrics.HTTPStats)
+}
+
+// statsFor returns the cached metrics handle for an endpoint of a service, for
+// requests from peer (nil: none). Handles are created once and looked up
+// without locks or allocation afterwards.
+func (d *Dispatcher) statsFor(svc *Service, ep *balance.Endpoint, peer *Peer) *metrics.HTTPStats {
+	v, ok := d.endpointStats.Load(ep)
+	if !ok {
+		v, _ = d.endpointStats.LoadOrStore(ep, &endpointStats{})
+	}
+	es := v.(*endpointStats)
+	if peer == nil {
+		if st := es.def.Load(); st != nil {
+			return st
+		}
+		st := d.metrics.HTTP(d.opts.Direction, d.endpointLabels(svc, ep, nil))
+		es.def.Store(st) // the registry returns the same handle to a racing store
+		return st
+	}
+	if st, ok := es.byPeer.Load(peer); ok {
+		return st.(*metrics.HTTPStats)
+	}
+	st := d.metrics.HTTP(d.opts.Direction, d.endpointLabels(svc, ep, peer))
+	actual, _ := es.byPeer.LoadOrStore(peer, st)
+	return actual.(*metrics.HTTPStats)
+}
+
+// endpointLabels are the labels of an endpoint's series: the service's, then
+// Options.EndpointLabels and, outbound, the endpoint's dst_* labels.
+func (d *Dispatcher) endpointLabels(svc *Service, ep *balance.Endpoint, peer *Peer) metrics.Labels {
+	spec := ep.Spec()
+	l := d.serviceLabels(svc, peer)
+	if d.opts.EndpointLabels != nil {
+		l = append(l, d.opts.EndpointLabels(&spec)...)
+	}
 	if d.opts.Direction == "outbound" {
-		spec := ep.Spec()
 		keys := make([]string, 0, len(spec.Labels))
 		for k := range spec.Labels {
 			keys = append(keys, k)
@@ -367,9 +433,7 @@ func (d *Dispatcher) statsFor(svc *Service, ep *balance.Endpoint) *metrics.HTTPS
 			l = append(l, metrics.Label{Name: "dst_service", Value: svc.Spec.Name})
 		}
 	}
-	st := d.metrics.HTTP(d.opts.Direction, l)
-	actual, _ := d.endpointStats.LoadOrStore(ep, st)
-	return actual.(*metrics.HTTPStats)
+	return l
 }
 
 func sortStrings(s []string) {

@@ -219,7 +219,7 @@ func (r *Result) failed() bool {
 }
 
 // pick chooses a backend of the plan's rule by weight, then one of its endpoints.
-func (d *Dispatcher) pick(p *Plan, avoid *balance.Endpoint) (*Target, *Error) {
+func (d *Dispatcher) pick(p *Plan, avoid *balance.Endpoint, peer *Peer) (*Target, *Error) {
 	snap := d.snap.Load()
 	ready := func(key string) bool {
 		if key == "" {
@@ -235,17 +235,17 @@ func (d *Dispatcher) pick(p *Plan, avoid *balance.Endpoint) (*Target, *Error) {
 	if !ok {
 		// Nothing ready: if weights are positive but endpoints are missing, say so.
 		if len(p.Rule.Spec.Backends) == 1 {
-			return d.pickService(p.Rule.Spec.Backends[0].Service, p.Service, &p.Rule.Spec.Backends[0], avoid)
+			return d.pickService(p.Rule.Spec.Backends[0].Service, p.Service, &p.Rule.Spec.Backends[0], avoid, peer)
 		}
 		return nil, errAllZero
 	}
-	return d.pickService(b.Service, p.Service, b, avoid)
+	return d.pickService(b.Service, p.Service, b, avoid, peer)
 }
 
 // pickService picks an endpoint of the service named key.
 // A retry after a failed connect avoids the endpoint that just failed when the
 // service has another ready one.
-func (d *Dispatcher) pickService(key string, parent *Service, b *routetable.Backend, avoid *balance.Endpoint) (*Target, *Error) {
+func (d *Dispatcher) pickService(key string, parent *Service, b *routetable.Backend, avoid *balance.Endpoint, peer *Peer) (*Target, *Error) {
 	if key == "" {
 		return nil, errInvalidBackend
 	}
@@ -258,20 +258,35 @@ func (d *Dispatcher) pickService(key string, parent *Service, b *routetable.Back
 		}
 	}
 	ep, err := svc.balancer.Pick()
-	for try := 0; err == nil && ep == avoid && try < 3 && svc.balancer.ReadyCount() > 1; try++ {
-		ep, err = svc.balancer.Pick()
+	if err == nil && ep == avoid && svc.balancer.ReadyCount() > 1 {
+		ep = otherEndpoint(svc.balancer, avoid)
 	}
 	if err != nil {
 		e := AsError(err)
 		e.Reason += " for " + key
 		return nil, e
 	}
-	return &Target{Backend: b, Service: svc, Endpoint: ep, stats: d.statsFor(svc, ep)}, nil
+	return &Target{Backend: b, Service: svc, Endpoint: ep, stats: d.statsFor(svc, ep, peer)}, nil
+}
+
+// otherEndpoint returns a ready endpoint of b other than avoid, or avoid if
+// there is none. P2C cannot be asked twice: an endpoint that failed to connect
+// at once has the lowest cost, and with two endpoints both are always the
+// candidates, so it would be chosen again.
+func otherEndpoint(b *balance.Balancer, avoid *balance.Endpoint) *balance.Endpoint {
+	eps := b.Endpoints()
+	start := int(rnd() % uint64(len(eps)))
+	for i := range eps {
+		if e := eps[(start+i)%len(eps)]; e != avoid && e.Ready() {
+			return e
+		}
+	}
+	return avoid
 }
 
 // PickTarget picks one endpoint of a service, for request mirroring.
 func (d *Dispatcher) PickTarget(serviceKey string) (*Target, *Error) {
-	return d.pickService(serviceKey, nil, nil, nil)
+	return d.pickService(serviceKey, nil, nil, nil, nil)
 }
 
 // Forward runs the attempt loop for a routed request. replayable says the request
@@ -279,6 +294,7 @@ func (d *Dispatcher) PickTarget(serviceKey string) (*Target, *Error) {
 // that is not Written and has an Err, the caller writes AsError(Err).
 func (d *Dispatcher) Forward(ctx context.Context, p *Plan, replayable bool, fn AttemptFunc) Result {
 	start := d.clock.Now()
+	peer := PeerFrom(ctx)
 	if p.RequestTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.RequestTimeout)
@@ -299,11 +315,12 @@ func (d *Dispatcher) Forward(ctx context.Context, p *Plan, replayable bool, fn A
 	var res Result
 	var avoid *balance.Endpoint
 	for attempt := 0; ; attempt++ {
-		t, perr := d.pick(p, avoid)
+		t, perr := d.pick(p, avoid, peer)
 		if perr != nil {
 			res = Result{Err: perr, GRPCStatus: -1}
-			p.Service.stats.Request()
-			p.Service.stats.Response(perr.Status, grpcLabel(p, perr.GRPC), true, "proxy", d.clock.Now().Sub(start))
+			st := d.serviceStats(p.Service, peer)
+			st.Request()
+			st.Response(perr.Status, grpcLabel(p, perr.GRPC), true, "proxy", d.clock.Now().Sub(start))
 			break
 		}
 		actx, acancel := ctx, context.CancelFunc(func() {})

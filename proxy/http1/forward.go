@@ -199,6 +199,13 @@ func (a *attemptHeaders) Del(name string) {
 // attempt is the dispatch.AttemptFunc: one try of the request on t.
 func (cc *clientConn) attempt(ctx context.Context, t *dispatch.Target, att *balance.Attempt, last bool) dispatch.Result {
 	addr := t.Endpoint.Addr()
+	var identity string
+	if cc.s.Mesh != nil || cc.s.pool.DialTLS != nil {
+		identity = t.Endpoint.Spec().Identity
+	}
+	if identity != "" && cc.s.Mesh != nil && cc.req.upgrade == "" {
+		return cc.attemptMesh(ctx, t, att, last, identity)
+	}
 	start := time.Now()
 	streaming := !cc.bodyRead
 	if cc.bodyTouched {
@@ -212,13 +219,13 @@ func (cc *clientConn) attempt(ctx context.Context, t *dispatch.Target, att *bala
 			// A request that cannot be sent twice (a streamed body, a method that
 			// is not idempotent) takes no chance on a pooled connection the
 			// upstream already closed: it is probed first, for one syscall.
-			if up = cc.s.pool.getIdle(addr); up != nil && (streaming || !cc.req.idempotent()) && !alive(up.Conn) {
+			if up = cc.s.pool.getIdle(cc.s.pool.key(addr, identity)); up != nil && (streaming || !cc.req.idempotent()) && !alive(up.Conn) {
 				up.Conn.Close()
 				up = nil
 			}
 		}
 		if up == nil {
-			up, err = cc.s.pool.dial(ctx, addr)
+			up, err = cc.s.pool.dialFor(ctx, addr, identity)
 		}
 		if err != nil {
 			return dispatch.Result{Err: err, GRPCStatus: -1, Retryable: true}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"strings"
+
+	"github.com/sluicehq/sluice/proxy/dispatch"
 )
 
 // kind classifies the header fields the proxy interprets itself.
@@ -27,7 +29,7 @@ const (
 )
 
 // clientIDHeader carries the verified identity of the client on inbound requests.
-const clientIDHeader = "l5d-client-id"
+const clientIDHeader = dispatch.ClientIDHeader
 
 // classify returns the kind of a header name, case-insensitively.
 func classify(name string) kind {
@@ -58,10 +60,6 @@ func classify(name string) kind {
 		if equalFold(name, "keep-alive") {
 			return kKeepAlive
 		}
-	case 13:
-		if equalFold(name, clientIDHeader) {
-			return kClientID
-		}
 	case 14:
 		if equalFold(name, "content-length") {
 			return kContentLength
@@ -69,6 +67,9 @@ func classify(name string) kind {
 	case 16:
 		if equalFold(name, "proxy-connection") {
 			return kProxyConnection
+		}
+		if equalFold(name, clientIDHeader) {
+			return kClientID
 		}
 	case 17:
 		if equalFold(name, "transfer-encoding") {

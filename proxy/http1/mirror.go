@@ -63,7 +63,11 @@ func (s *Server) sendMirror(ctx context.Context, t *dispatch.Target, method stri
 	defer func() { att.Done(failed) }()
 
 	addr := t.Endpoint.Addr()
-	up, err := s.pool.get(ctx, addr)
+	var identity string
+	if s.pool.DialTLS != nil {
+		identity = t.Endpoint.Spec().Identity
+	}
+	up, err := s.pool.getFor(ctx, addr, identity)
 	if err != nil {
 		s.log.Debug("mirror connect failed", "addr", addr, "error", err)
 		return

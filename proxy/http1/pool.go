@@ -39,9 +39,14 @@ type Pool struct {
 	IdleTimeout time.Duration
 	// MaxIdlePerHost caps the idle connections kept per address (default 256).
 	MaxIdlePerHost int
-	// Dial, when set, opens connections instead of a plain TCP dial (for mutual
-	// TLS). It must honour ctx.
+	// Dial, when set, opens connections instead of a plain TCP dial. It must
+	// honour ctx.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// DialTLS, when set, opens the connections to endpoints that must present
+	// a mesh identity: TCP then a mutual TLS handshake verifying identity. It
+	// must honour ctx. Such connections are pooled apart, per identity and
+	// address. Without it, an identity is ignored and the dial is plain.
+	DialTLS func(ctx context.Context, addr, identity string) (net.Conn, error)
 
 	hosts  sync.Map // addr -> *hostPool
 	closed atomic.Bool
@@ -68,6 +73,7 @@ type upConn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	addr string
+	key  string // pool key: addr, or identity@addr over TLS
 	pool *Pool
 
 	idleSince time.Time
@@ -117,31 +123,46 @@ func (p *Pool) idleTimeout() time.Duration {
 	return DefaultPoolIdle
 }
 
-func (p *Pool) host(addr string) *hostPool {
-	if v, ok := p.hosts.Load(addr); ok {
+func (p *Pool) host(key string) *hostPool {
+	if v, ok := p.hosts.Load(key); ok {
 		return v.(*hostPool)
 	}
-	v, _ := p.hosts.LoadOrStore(addr, &hostPool{})
+	v, _ := p.hosts.LoadOrStore(key, &hostPool{})
 	return v.(*hostPool)
 }
 
 // get returns an idle connection to addr, or dials a new one.
 func (p *Pool) get(ctx context.Context, addr string) (*upConn, error) {
-	if c := p.getIdle(addr); c != nil {
-		return c, nil
-	}
-	return p.dial(ctx, addr)
+	return p.getFor(ctx, addr, "")
 }
 
-// getIdle pops the most recently used live idle connection to addr.
-func (p *Pool) getIdle(addr string) *upConn {
+// getFor returns an idle connection to addr for identity ("" for plain
+// text), or dials a new one.
+func (p *Pool) getFor(ctx context.Context, addr, identity string) (*upConn, error) {
+	if c := p.getIdle(p.key(addr, identity)); c != nil {
+		return c, nil
+	}
+	return p.dialFor(ctx, addr, identity)
+}
+
+// key is the pool key of connections to addr that verified identity.
+func (p *Pool) key(addr, identity string) string {
+	if identity == "" || p.DialTLS == nil {
+		return addr
+	}
+	return identity + "@" + addr
+}
+
+// getIdle pops the most recently used live idle connection under key (see
+// Pool.key).
+func (p *Pool) getIdle(key string) *upConn {
 	if p.closed.Load() {
 		return nil
 	}
 	now := p.clock()
 	ttl := p.idleTimeout()
 	for {
-		hp := p.host(addr)
+		hp := p.host(key)
 		hp.mu.Lock()
 		if hp.dead {
 			hp.mu.Unlock()
@@ -169,8 +190,9 @@ func (p *Pool) getIdle(addr string) *upConn {
 	}
 }
 
-// dial opens a new connection to addr within ConnectTimeout.
-func (p *Pool) dial(ctx context.Context, addr string) (*upConn, error) {
+// dialFor opens a new connection to addr within ConnectTimeout: over mutual
+// TLS verifying identity when identity is set and DialTLS is configured.
+func (p *Pool) dialFor(ctx context.Context, addr, identity string) (*upConn, error) {
 	if p.closed.Load() {
 		return nil, fmt.Errorf("connect to %s: %w", addr, errPoolClosed)
 	}
@@ -184,9 +206,13 @@ func (p *Pool) dial(ctx context.Context, addr string) (*upConn, error) {
 		nc  net.Conn
 		err error
 	)
-	if p.Dial != nil {
+	tlsDial := identity != "" && p.DialTLS != nil
+	switch {
+	case tlsDial:
+		nc, err = p.DialTLS(dctx, addr, identity)
+	case p.Dial != nil:
 		nc, err = p.Dial(dctx, addr)
-	} else {
+	default:
 		var d net.Dialer
 		nc, err = d.DialContext(dctx, "tcp", addr)
 	}
@@ -201,6 +227,7 @@ func (p *Pool) dial(ctx context.Context, addr string) (*upConn, error) {
 		br:   bufio.NewReaderSize(nc, upBufSize),
 		bw:   bufio.NewWriterSize(nc, upBufSize),
 		addr: addr,
+		key:  p.key(addr, identity),
 		pool: p,
 	}, nil
 }
@@ -227,7 +254,7 @@ func (p *Pool) put(c *upConn) {
 	now := p.clock()
 	c.idleSince = now
 	for {
-		hp := p.host(c.addr)
+		hp := p.host(c.key)
 		hp.mu.Lock()
 		if hp.dead {
 			hp.mu.Unlock()

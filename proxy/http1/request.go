@@ -347,7 +347,7 @@ func truncate(s string, n int) string {
 // target built from path and rawQuery (possibly rewritten), Host first, the
 // fields of hl (the request's, after per-backend edits) without hop-by-hop ones,
 // and the framing the proxy chose. A non-empty clientID is added as
-// l5d-client-id; stripClientID drops any such field the client sent.
+// sluice-client-id; stripClientID drops any such field the client sent.
 func (h *requestHead) appendHead(b []byte, hl headerList, path, rawQuery, host, clientID string, stripClientID bool) []byte {
 	b = append(b, h.method...)
 	b = append(b, ' ')

@@ -64,10 +64,17 @@ type Server struct {
 	// Logger receives connection-level problems; nil uses slog.Default().
 	Logger *slog.Logger
 	// ClientID, when set, is called once per connection; a non-empty identity is
-	// sent upstream in the l5d-client-id header on every request of the
-	// connection. When it is set, an l5d-client-id header the client sent itself
-	// is always dropped, so that it cannot be forged.
+	// sent upstream in the sluice-client-id header on every request of the
+	// connection. When it is set, a sluice-client-id header the client sent
+	// itself is always dropped, so that it cannot be forged.
 	ClientID func(conn net.Conn) string
+	// Mesh, when set, carries requests to endpoints that have a TLS identity
+	// over mutual TLS as HTTP/2 streams, many on one connection per endpoint,
+	// marked with sluice-orig-proto so that the peer proxy hands them to its
+	// application as HTTP/1 again. Requests that upgrade the connection
+	// (WebSocket) cannot ride HTTP/2: they go as HTTP/1 over a TLS connection
+	// from Pool (Pool.DialTLS). Without Mesh every request is HTTP/1.
+	Mesh MeshTransport
 
 	initOnce sync.Once
 	pool     *Pool

@@ -429,9 +429,9 @@ func TestClientID(t *testing.T) {
 		s.ClientID = func(net.Conn) string { return "default.test.serviceaccount.identity.sluice.cluster.local" }
 	})
 	c := dial(t, p.addr)
-	c.do("GET", "GET / HTTP/1.1\r\nHost: web\r\nl5d-client-id: forged\r\n\r\n")
-	got := rec.last(t).header.Values("L5d-Client-Id")
+	c.do("GET", "GET / HTTP/1.1\r\nHost: web\r\nsluice-client-id: forged\r\nSLUICE-CLIENT-ID: forged2\r\n\r\n")
+	got := rec.last(t).header.Values("Sluice-Client-Id")
 	if len(got) != 1 || got[0] != "default.test.serviceaccount.identity.sluice.cluster.local" {
-		t.Fatalf("l5d-client-id = %q", got)
+		t.Fatalf("sluice-client-id = %q", got)
 	}
 }

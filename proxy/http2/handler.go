@@ -25,7 +25,14 @@ import (
 type handler struct {
 	s        *Server
 	resolver dispatch.Resolver
+	clientID string // the connection's verified client identity, for ClientID
 }
+
+// Header keys the mesh uses, canonical.
+var (
+	headerClientID  = textproto.CanonicalMIMEHeaderKey(dispatch.ClientIDHeader)
+	headerOrigProto = textproto.CanonicalMIMEHeaderKey(dispatch.OrigProtoHeader)
+)
 
 // routeRequest lets route match an *http.Request; being pointer-shaped, it
 // converts to route.Request without allocating.
@@ -62,11 +69,26 @@ type request struct {
 	// abort is set when an HTTP (not gRPC) response broke after it started: the
 	// client stream is reset so that the client does not take it as complete.
 	abort bool
+	// downgrade sends the request to its endpoint as HTTP/1 (Server.Downgrade).
+	downgrade bool
 }
 
 // ServeHTTP routes the request and forwards it.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.s
+	if s.ClientID != nil {
+		delete(r.Header, headerClientID)
+		if h.clientID != "" {
+			r.Header[headerClientID] = []string{h.clientID}
+		}
+	}
+	downgrade := false
+	if s.Downgrade != nil {
+		if _, ok := r.Header[headerOrigProto]; ok {
+			delete(r.Header, headerOrigProto)
+			downgrade = true
+		}
+	}
 	grpc := isGRPC(r.Header.Get("Content-Type"))
 	svc, perr := h.resolver.Resolve(r.Host)
 	if perr != nil {
@@ -85,7 +107,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	req := &request{s: s, w: w, r: r, plan: plan, header: r.Header, host: r.Host, path: r.URL.Path, rawPath: r.URL.RawPath}
+	req := &request{s: s, w: w, r: r, plan: plan, header: r.Header, host: r.Host, path: r.URL.Path, rawPath: r.URL.RawPath, downgrade: downgrade}
 	removeHopHeaders(req.header)
 	route.ApplyHeaders(rule.Spec.Filters.RequestHeaders, req.header)
 	if rw := rule.Spec.Filters.URLRewrite; rw != nil {
@@ -177,14 +199,35 @@ func (q *request) attempt(ctx context.Context, t *dispatch.Target, att *balance.
 	out = out.WithContext(ctx)
 
 	start := time.Now()
-	resp, err := q.s.Pool.RoundTrip(out)
+	var resp *http.Response
+	var err error
+	if q.downgrade {
+		out.Proto, out.ProtoMajor, out.ProtoMinor = "HTTP/1.1", 1, 1
+		if _, ok := out.Header["User-Agent"]; !ok {
+			// net/http would add its own; a proxy adds nothing.
+			out.Header = out.Header.Clone()
+			out.Header["User-Agent"] = []string{""}
+		}
+		resp, err = q.s.Downgrade.RoundTrip(out)
+		if err == nil {
+			for _, k := range hopHeaders {
+				delete(resp.Header, k)
+			}
+		}
+	} else {
+		var identity string
+		if q.s.Pool.ClientTLS != nil {
+			identity = t.Endpoint.Spec().Identity
+		}
+		resp, err = q.s.Pool.RoundTripTo(out, identity)
+	}
 	if err != nil {
 		views.close()
 		if q.clientFault() {
 			return clientFaultResult
 		}
 		res := dispatch.Result{Err: err, GRPCStatus: -1}
-		res.Retryable = unprocessed(err) && (q.body == nil || q.body.replayable())
+		res.Retryable = (unprocessed(err) || dispatch.IsConnectError(err)) && (q.body == nil || q.body.replayable())
 		q.prev = res
 		return res
 	}
@@ -408,7 +451,11 @@ func (q *request) mirror(keys []string) {
 			ctx, cancel := context.WithTimeout(q.s.mirrorCtx, timeout)
 			defer cancel()
 			att := t.Endpoint.Start()
-			resp, err := q.s.Pool.RoundTrip(out.WithContext(ctx))
+			var identity string
+			if q.s.Pool.ClientTLS != nil {
+				identity = t.Endpoint.Spec().Identity
+			}
+			resp, err := q.s.Pool.RoundTripTo(out.WithContext(ctx), identity)
 			if err != nil {
 				att.Done(true)
 				return

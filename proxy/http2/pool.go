@@ -58,35 +58,82 @@ type Pool struct {
 	ConnectTimeout time.Duration
 	// IdleTimeout closes a connection with no streams after this long (default DefaultPoolIdleTimeout).
 	IdleTimeout time.Duration
+	// ClientTLS, when set, returns the TLS configuration for connecting to an
+	// endpoint that must present the mesh identity identity: RoundTripTo then
+	// carries requests for such endpoints over mutual TLS, on connections kept
+	// apart per identity and address. It is called for every new connection,
+	// so a rotated certificate is used from the next handshake on.
+	ClientTLS func(identity string) *tls.Config
 
 	once sync.Once
 	tr   *http2.Transport
 
 	mu     sync.Mutex
+	meshed map[string]*http2.Transport // by identity
 	conns  map[*trackedConn]struct{}
 	closed bool
 }
 
 func (p *Pool) init() {
 	p.once.Do(func() {
-		idle := p.IdleTimeout
-		if idle <= 0 {
-			idle = DefaultPoolIdleTimeout
-		}
-		p.tr = &http2.Transport{
-			AllowHTTP:          true,
-			DialTLSContext:     p.dial,
-			DisableCompression: true, // a proxy passes encodings through untouched
-			IdleConnTimeout:    idle,
-			ReadIdleTimeout:    pingAfter,
-			PingTimeout:        pingTimeout,
-		}
+		p.tr = p.newTransport(p.dial)
 		p.mu.Lock()
 		if p.conns == nil {
 			p.conns = map[*trackedConn]struct{}{}
 		}
 		p.mu.Unlock()
 	})
+}
+
+// newTransport returns an HTTP/2 Transport that opens connections with dial.
+func (p *Pool) newTransport(dial func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error)) *http2.Transport {
+	idle := p.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultPoolIdleTimeout
+	}
+	return &http2.Transport{
+		AllowHTTP:          true,
+		DialTLSContext:     dial,
+		DisableCompression: true, // a proxy passes encodings through untouched
+		IdleConnTimeout:    idle,
+		ReadIdleTimeout:    pingAfter,
+		PingTimeout:        pingTimeout,
+	}
+}
+
+// meshTransport returns the Transport for endpoints presenting identity.
+func (p *Pool) meshTransport(identity string) *http2.Transport {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if tr := p.meshed[identity]; tr != nil {
+		return tr
+	}
+	tr := p.newTransport(func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		return p.dialTLS(ctx, network, addr, identity)
+	})
+	if p.meshed == nil {
+		p.meshed = map[string]*http2.Transport{}
+	}
+	p.meshed[identity] = tr
+	return tr
+}
+
+// dialTLS opens a TCP connection and completes a mutual TLS handshake on it
+// with a peer that must present identity. A failed handshake is a
+// ConnectError: the request never reached the peer.
+func (p *Pool) dialTLS(ctx context.Context, network, addr, identity string) (net.Conn, error) {
+	c, err := p.dial(ctx, network, addr, nil)
+	if err != nil {
+		return nil, err
+	}
+	cfg := p.ClientTLS(identity)
+	cfg.NextProtos = []string{http2.NextProtoTLS}
+	tc := tls.Client(c, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Close()
+		return nil, &ConnectError{Addr: addr, Err: fmt.Errorf("TLS handshake: %w", err)}
+	}
+	return tc, nil
 }
 
 // dial opens a plain TCP connection (h2c prior knowledge: no TLS despite the
@@ -132,6 +179,31 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	return p.tr.RoundTrip(req)
 }
 
+// RoundTripTo is RoundTrip to an endpoint that must present the mesh
+// identity identity: over mutual TLS when ClientTLS is set and identity is
+// not empty, else as RoundTrip (h2c).
+func (p *Pool) RoundTripTo(req *http.Request, identity string) (*http.Response, error) {
+	if identity == "" || p.ClientTLS == nil {
+		return p.RoundTrip(req)
+	}
+	p.init()
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, ErrPoolClosed
+	}
+	return p.meshTransport(identity).RoundTrip(req)
+}
+
+// Unprocessed reports whether an error of RoundTrip or RoundTripTo means the
+// endpoint never processed the request (a failed connect or TLS handshake, a
+// refused stream, a graceful GOAWAY), so that sending it again is safe.
+func (p *Pool) Unprocessed(err error) bool { return unprocessed(err) }
+
 // Close closes every upstream connection, idle or not; requests in flight fail.
 func (p *Pool) Close() {
 	p.init()
@@ -141,8 +213,15 @@ func (p *Pool) Close() {
 	for c := range p.conns {
 		conns = append(conns, c)
 	}
+	meshed := make([]*http2.Transport, 0, len(p.meshed))
+	for _, tr := range p.meshed {
+		meshed = append(meshed, tr)
+	}
 	p.mu.Unlock()
 	p.tr.CloseIdleConnections()
+	for _, tr := range meshed {
+		tr.CloseIdleConnections()
+	}
 	for _, c := range conns {
 		c.Close()
 	}

@@ -57,6 +57,17 @@ type Server struct {
 	IdleTimeout time.Duration
 	// Logger receives connection and forwarding problems (default slog.Default()).
 	Logger *slog.Logger
+	// ClientID, when set, is called once per connection; a non-empty identity
+	// is sent upstream in the sluice-client-id header on every request of the
+	// connection. When it is set, a sluice-client-id header the client sent
+	// itself is always dropped, so that it cannot be forged.
+	ClientID func(conn net.Conn) string
+	// Downgrade, when set, carries requests marked with sluice-orig-proto
+	// (HTTP/1 requests a client proxy sent over the mesh's HTTP/2 connection)
+	// to their endpoint as HTTP/1 again, with the marker removed; it must
+	// speak HTTP/1.1 (a net/http Transport with HTTP/2 off). Without it the
+	// marker is forwarded as any other header.
+	Downgrade http.RoundTripper
 
 	once sync.Once
 	log  *slog.Logger
@@ -133,6 +144,10 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, resolver dispatch.Re
 
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	var clientID string
+	if s.ClientID != nil {
+		clientID = s.ClientID(c)
+	}
 	if err := readPreface(c); err != nil {
 		s.log.Debug("http2: closing connection", "remote", c.RemoteAddr(), "err", err)
 		closeGracefully(c)
@@ -141,7 +156,7 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn, resolver dispatch.Re
 	s.h2.ServeConn(filterConn(c), &http2.ServeConnOpts{
 		Context:          ctx,
 		BaseConfig:       s.base,
-		Handler:          &handler{s: s, resolver: resolver},
+		Handler:          &handler{s: s, resolver: resolver, clientID: clientID},
 		SawClientPreface: true,
 	})
 	c.Close()

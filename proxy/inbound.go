@@ -1,0 +1,199 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/netip"
+
+	"github.com/sluicehq/sluice/mesh/api/certs"
+	"github.com/sluicehq/sluice/proxy/detect"
+	"github.com/sluicehq/sluice/proxy/dispatch"
+	"github.com/sluicehq/sluice/proxy/metrics"
+	"github.com/sluicehq/sluice/proxy/policy"
+)
+
+// Inbound authorization counters, as Linkerd's proxy names them.
+const (
+	metricHTTPAuthzAllow = "inbound_http_authz_allow_total"
+	metricHTTPAuthzDeny  = "inbound_http_authz_deny_total"
+	metricTCPAuthzAllow  = "inbound_tcp_authz_allow_total"
+	metricTCPAuthzDeny   = "inbound_tcp_authz_deny_total"
+)
+
+// enforcedPolicy is the inbound policy in force, with its decision counters
+// looked up without locks or allocation.
+type enforcedPolicy struct {
+	srv policy.Server
+	// fromControlPlane says the control plane sent it: a configuration reload
+	// does not replace it with the configured default.
+	fromControlPlane bool
+	http, tcp        authzCounters
+}
+
+// authzCounters count one protocol's decisions under one policy.
+type authzCounters struct {
+	allow map[string]*metrics.Counter // by authorization name ("audit" too)
+	deny  *metrics.Counter
+}
+
+// newEnforcedPolicy prepares srv for enforcement, creating its counters.
+func (p *Proxy) newEnforcedPolicy(srv policy.Server, fromControlPlane bool) *enforcedPolicy {
+	ep := &enforcedPolicy{srv: srv, fromControlPlane: fromControlPlane}
+	ep.http = p.authzCounters(&srv, metricHTTPAuthzAllow, metricHTTPAuthzDeny, "HTTP requests")
+	ep.tcp = p.authzCounters(&srv, metricTCPAuthzAllow, metricTCPAuthzDeny, "TCP connections")
+	return ep
+}
+
+func (p *Proxy) authzCounters(srv *policy.Server, allowName, denyName, what string) authzCounters {
+	srvLabels := metrics.Labels{{Name: "srv_kind", Value: srv.Kind}, {Name: "srv_name", Value: srv.Name}}
+	c := authzCounters{
+		allow: map[string]*metrics.Counter{},
+		deny:  p.registry.Counter(denyName, "Inbound "+what+" denied by the inbound policy.", srvLabels),
+	}
+	add := func(name, kind string) {
+		if _, ok := c.allow[name]; ok {
+			return
+		}
+		l := append(append(metrics.Labels{}, srvLabels...),
+			metrics.Label{Name: "authz_kind", Value: kind}, metrics.Label{Name: "authz_name", Value: name})
+		c.allow[name] = p.registry.Counter(allowName, "Inbound "+what+" allowed by the inbound policy.", l)
+	}
+	for _, az := range srv.Authorizations {
+		add(az.Name, az.Kind)
+	}
+	if srv.Audit {
+		add(policy.Audit, policy.KindDefault)
+	}
+	return c
+}
+
+// setPolicy enforces a policy the control plane sent.
+func (p *Proxy) setPolicy(srv policy.Server) {
+	p.policy.Store(p.newEnforcedPolicy(srv, true))
+	p.log.Info("inbound policy updated", "server", srv.Name, "kind", srv.Kind, "authorizations", len(srv.Authorizations), "audit", srv.Audit)
+}
+
+// authorize checks a client against the inbound policy and counts the
+// decision; it returns the decision's reason when denied.
+func (p *Proxy) authorize(tcpConn bool, client netip.Addr, identity string) (allowed bool, reason string) {
+	ep := p.policy.Load()
+	c := &ep.http
+	if tcpConn {
+		c = &ep.tcp
+	}
+	d := ep.srv.Authorize(client, identity)
+	if !d.Allowed {
+		c.deny.Inc()
+		return false, d.Reason
+	}
+	if n := c.allow[d.Authorization]; n != nil {
+		n.Inc()
+	}
+	if d.Audit {
+		p.log.Debug("inbound policy audit: allowed a client the policy would deny", "reason", d.Reason)
+	}
+	return true, ""
+}
+
+// authorizingResolver checks every request of an inbound connection against
+// the inbound policy before resolving it: a denied request gets 403 (gRPC
+// PERMISSION_DENIED) naming why.
+func (p *Proxy) authorizingResolver(next dispatch.Resolver, client netip.Addr, identity string) dispatch.Resolver {
+	return dispatch.ResolverFunc(func(authority string) (*dispatch.Service, *dispatch.Error) {
+		if ok, reason := p.authorize(false, client, identity); !ok {
+			return nil, &dispatch.Error{Status: 403, GRPC: dispatch.GRPCPermissionDenied, Reason: reason}
+		}
+		return next.Resolve(authority)
+	})
+}
+
+// inboundPeer returns the metrics Peer of an inbound connection: nil for
+// plain text (the dispatcher's static labels say so), tls="true" with the
+// client_id of an authenticated client, or tls="true" alone.
+func (p *Proxy) inboundPeer(isTLS bool, identity string) *dispatch.Peer {
+	if !isTLS {
+		return nil
+	}
+	if v, ok := p.peers.Load(identity); ok {
+		return v.(*dispatch.Peer)
+	}
+	labels := metrics.Labels{{Name: "tls", Value: "true"}}
+	if identity != "" {
+		labels = append(labels, metrics.Label{Name: "client_id", Value: identity})
+	}
+	v, _ := p.peers.LoadOrStore(identity, dispatch.NewPeer(labels))
+	return v.(*dispatch.Peer)
+}
+
+// tcpStatsFor returns the tcp_* handle for a direction and TLS peer: inbound
+// keyed by client identity, outbound by server identity; "" without TLS.
+func (p *Proxy) tcpStatsFor(direction string, isTLS bool, identity string) *metrics.TCPStats {
+	if !isTLS {
+		if direction == "inbound" {
+			return p.tcpInbound
+		}
+		return p.tcpOutbound
+	}
+	key := direction + "\x00" + identity
+	if v, ok := p.tcpTLS.Load(key); ok {
+		return v.(*metrics.TCPStats)
+	}
+	labels := metrics.Labels{{Name: "tls", Value: "true"}}
+	if identity != "" {
+		name := "client_id"
+		if direction == "outbound" {
+			name = "server_id"
+		}
+		labels = append(labels, metrics.Label{Name: name, Value: identity})
+	}
+	v, _ := p.tcpTLS.LoadOrStore(key, p.registry.TCP(direction, labels))
+	return v.(*metrics.TCPStats)
+}
+
+// connIdentity is the verified mesh identity of the client of an inbound
+// connection: the peer certificate's of the TLS connection under c, if any.
+// It is the protocol servers' ClientID hook.
+func connIdentity(c net.Conn) string {
+	for {
+		switch x := c.(type) {
+		case *tls.Conn:
+			return certs.PeerIdentity(x.ConnectionState())
+		case *detect.Conn:
+			c = x.Raw()
+		default:
+			return ""
+		}
+	}
+}
+
+// isTLSClientHello reports whether a connection's first bytes are a TLS
+// handshake record (a ClientHello): content type 22, version 3.x.
+func isTLSClientHello(b []byte) bool {
+	return len(b) >= 2 && b[0] == 0x16 && b[1] == 0x03
+}
+
+// terminateTLS completes the server side of a mesh TLS handshake on c. It
+// returns the decrypted connection, the client's verified identity ("" when it
+// presented no certificate) and the ALPN protocol agreed.
+func (p *Proxy) terminateTLS(ctx context.Context, c net.Conn) (*tls.Conn, string, string, error) {
+	tc := tls.Server(c, p.mesh.serverTLS)
+	hctx, cancel := context.WithTimeout(ctx, tlsHandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		return nil, "", "", err
+	}
+	cs := tc.ConnectionState()
+	return tc, certs.PeerIdentity(cs), cs.NegotiatedProtocol, nil
+}
+
+// remoteIP is the client address of c, unmapped; the zero Addr if unknown.
+func remoteIP(c net.Conn) netip.Addr {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
