@@ -1,0 +1,306 @@
+package injector
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/utils/ptr"
+
+	"github.com/sluicehq/sluice/mesh/identity"
+)
+
+// Downward-API variables of the proxy container, referenced as $(NAME) in
+// its configuration.
+const (
+	envPodName        = "POD_NAME"
+	envPodNamespace   = "POD_NAMESPACE"
+	envServiceAccount = "POD_SERVICE_ACCOUNT"
+)
+
+func ref(name string) string { return "$(" + name + ")" }
+
+// mutate adds the sidecar to pod (a copy that Inject owns).
+func mutate(pod *corev1.Pod, w workload, o options, cfg Config, rep *Report) {
+	image := imageRef(o.image, o.version)
+	app, bypass, warnings := inboundApp(&pod.Spec, o.skipInbound)
+	rep.Warnings = append(rep.Warnings, warnings...)
+
+	init := initContainer(image, cfg, o, bypass)
+	proxy := proxyContainer(image, cfg, o, w, app)
+	if cfg.NativeSidecars {
+		proxy.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
+		proxy.StartupProbe = httpProbe("/ready", 0, 1, startupProbeThreshold)
+		// sluice-init first, so that the proxy and every later init
+		// container run with the rules in place.
+		pod.Spec.InitContainers = slices.Insert(pod.Spec.InitContainers, 0, init, proxy)
+	} else {
+		proxy.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+			Command: []string{cfg.ProxyPath, "await", "--admin-port=" + strconv.Itoa(AdminPort), "--timeout=" + defaultAwaitTimeout},
+		}}}
+		// sluice-init last, so that earlier init containers keep a working
+		// network without a proxy to redirect to.
+		pod.Spec.InitContainers = append(pod.Spec.InitContainers, init)
+		if len(pod.Spec.Containers) > 0 {
+			setDefault(&pod.Annotations, AnnotationDefaultContainer, pod.Spec.Containers[0].Name)
+		}
+		pod.Spec.Containers = slices.Insert(pod.Spec.Containers, 0, proxy)
+		if w.kind == "job" || w.kind == "cronjob" {
+			rep.Warnings = append(rep.Warnings, "the proxy is a regular container, so the Job's pod never completes; native sidecars (Kubernetes 1.29 and later) fix that")
+		}
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes,
+		corev1.Volume{Name: TokenVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+				Audience: TokenAudience, ExpirationSeconds: ptr.To[int64](TokenExpirationSeconds), Path: "token",
+			}}},
+		}}},
+		corev1.Volume{Name: TrustRootsVolumeName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: TrustRootsConfigMap},
+			Items:                []corev1.KeyToPath{{Key: TrustRootsKey, Path: TrustRootsKey}},
+		}}},
+		corev1.Volume{Name: XtablesVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	)
+
+	if pod.Labels == nil {
+		pod.Labels = map[string]string{}
+	}
+	pod.Labels[LabelControlPlaneNamespace] = cfg.ControlPlaneNamespace
+	if pod.Namespace != "" {
+		pod.Labels[LabelWorkloadNamespace] = pod.Namespace
+	}
+	if w.kind != "pod" {
+		if errs := validation.IsValidLabelValue(w.name); len(errs) == 0 {
+			pod.Labels[LabelWorkloadPrefix+w.kind] = w.name
+		} else {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("no %s label: %q is not a valid label value", LabelWorkloadPrefix+w.kind, w.name))
+		}
+	}
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	pod.Annotations[AnnotationCreatedBy] = cfg.CreatedBy
+	pod.Annotations[AnnotationInjectedVersion] = o.version
+}
+
+func setDefault(m *map[string]string, key, value string) {
+	if *m == nil {
+		*m = map[string]string{}
+	}
+	if _, ok := (*m)[key]; !ok {
+		(*m)[key] = value
+	}
+}
+
+// inboundApp picks the application address the proxy forwards inbound
+// connections to: the first TCP port of the first container that declares
+// one. The proxy forwards to that one address, so the pod's other TCP ports
+// are returned to bypass the proxy (a connection to them would otherwise
+// reach the wrong port), unless skipped already; with no TCP port at all
+// every inbound port bypasses it and app is "".
+func inboundApp(spec *corev1.PodSpec, skipped []portRange) (app string, bypass []portRange, warnings []string) {
+	isSkipped := func(port int) bool {
+		return slices.ContainsFunc(skipped, func(r portRange) bool { return r.first <= port && port <= r.last })
+	}
+	appPort := 0
+	seen := map[int]bool{}
+	for _, c := range spec.Containers {
+		for _, p := range c.Ports {
+			port := int(p.ContainerPort)
+			if port == InboundPort || port == OutboundPort || port == AdminPort {
+				warnings = append(warnings, fmt.Sprintf("container %s port %d is one of the proxy's ports (%d, %d, %d)", c.Name, port, InboundPort, OutboundPort, AdminPort))
+			}
+			switch {
+			case p.Protocol != "" && p.Protocol != corev1.ProtocolTCP:
+				warnings = append(warnings, fmt.Sprintf("container %s port %d/%s is not proxied (only TCP is)", c.Name, port, p.Protocol))
+			case appPort == 0:
+				appPort = port
+				seen[port] = true
+			case !seen[port] && !isSkipped(port):
+				seen[port] = true
+				bypass = append(bypass, portRange{port, port})
+				warnings = append(warnings, fmt.Sprintf("container %s port %d bypasses the proxy: it forwards inbound connections to port %d only", c.Name, port, appPort))
+			}
+		}
+	}
+	if appPort == 0 {
+		warnings = append(warnings, "no container declares a TCP port: inbound connections bypass the proxy")
+		return "", []portRange{{1, 65535}}, warnings
+	}
+	return "127.0.0.1:" + strconv.Itoa(appPort), bypass, warnings
+}
+
+// initContainer is `sluice-proxy init`, which writes the pod's iptables rules.
+func initContainer(image string, cfg Config, o options, bypass []portRange) corev1.Container {
+	args := []string{"init",
+		"--proxy-uid=" + strconv.Itoa(ProxyUID),
+		"--inbound-port=" + strconv.Itoa(InboundPort),
+		"--outbound-port=" + strconv.Itoa(OutboundPort),
+		"--admin-port=" + strconv.Itoa(AdminPort),
+	}
+	if in := append(slices.Clone(o.skipInbound), bypass...); len(in) > 0 {
+		args = append(args, "--inbound-ports-to-ignore="+joinRanges(in))
+	}
+	if len(o.skipOutbound) > 0 {
+		args = append(args, "--outbound-ports-to-ignore="+joinRanges(o.skipOutbound))
+	}
+	if len(o.skipSubnets) > 0 {
+		args = append(args, "--subnets-to-ignore="+joinPrefixes(o.skipSubnets))
+	}
+	return corev1.Container{
+		Name:            InitContainerName,
+		Image:           image,
+		ImagePullPolicy: cfg.ImagePullPolicy,
+		Args:            args,
+		// The same resources as the proxy, so that a LimitRange that
+		// requires them is satisfied and the pod's requests do not grow.
+		Resources:                *o.resources.DeepCopy(),
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		SecurityContext: &corev1.SecurityContext{
+			Capabilities: &corev1.Capabilities{
+				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
+				Drop: []corev1.Capability{"ALL"},
+			},
+			Privileged:               ptr.To(false),
+			RunAsUser:                ptr.To[int64](0),
+			RunAsNonRoot:             ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false),
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		VolumeMounts: []corev1.VolumeMount{{Name: XtablesVolumeName, MountPath: "/run"}},
+	}
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+// proxyContainer is the sluice-proxy container, without what differs between
+// native and classic sidecars.
+func proxyContainer(image string, cfg Config, o options, w workload, app string) corev1.Container {
+	env := []corev1.EnvVar{
+		fieldEnv(envPodName, "metadata.name"),
+		fieldEnv(envPodNamespace, "metadata.namespace"),
+		fieldEnv(envServiceAccount, "spec.serviceAccountName"),
+		{Name: LogLevelEnv, Value: o.logLevel},
+	}
+	if lim, ok := o.resources.Limits[corev1.ResourceMemory]; ok {
+		// The Go runtime's soft limit, under the container's hard one.
+		env = append(env, corev1.EnvVar{Name: "GOMEMLIMIT", Value: strconv.FormatInt(lim.Value()/10*9, 10)})
+	}
+	env = append(env, corev1.EnvVar{Name: ConfigEnv, Value: renderConfig(cfg, o, w, app)})
+	return corev1.Container{
+		Name:            ProxyContainerName,
+		Image:           image,
+		ImagePullPolicy: cfg.ImagePullPolicy,
+		Env:             env,
+		Ports: []corev1.ContainerPort{
+			{Name: InboundPortName, ContainerPort: InboundPort, Protocol: corev1.ProtocolTCP},
+			{Name: AdminPortName, ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP},
+		},
+		Resources:                *o.resources.DeepCopy(),
+		ReadinessProbe:           httpProbe("/ready", 0, 0, 0),
+		LivenessProbe:            httpProbe("/live", 10, 0, 0),
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		SecurityContext: &corev1.SecurityContext{
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			RunAsUser:                ptr.To[int64](ProxyUID),
+			RunAsNonRoot:             ptr.To(true),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			AllowPrivilegeEscalation: ptr.To(false),
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: TokenVolumeName, MountPath: TokenDir, ReadOnly: true},
+			{Name: TrustRootsVolumeName, MountPath: TrustRootsDir, ReadOnly: true},
+		},
+	}
+}
+
+func fieldEnv(name, path string) corev1.EnvVar {
+	return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}}
+}
+
+func httpProbe(path string, initialDelay, period, failureThreshold int32) *corev1.Probe {
+	return &corev1.Probe{
+		ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(AdminPort)}},
+		InitialDelaySeconds: initialDelay,
+		PeriodSeconds:       period,
+		FailureThreshold:    failureThreshold,
+	}
+}
+
+// proxyConfig is the subset of the proxy's configuration file
+// (proxy/config.Config) the injector writes; the field names are that file's.
+type proxyConfig struct {
+	Admin        string             `json:"admin"`
+	Inbound      proxyInbound       `json:"inbound"`
+	Outbound     proxyOutbound      `json:"outbound"`
+	OpaquePorts  *[]int             `json:"opaquePorts,omitempty"`
+	Labels       map[string]string  `json:"labels,omitempty"`
+	LogLevel     string             `json:"logLevel,omitempty"`
+	ControlPlane *proxyControlPlane `json:"controlPlane"`
+}
+
+type proxyInbound struct {
+	Listen        string `json:"listen"`
+	App           string `json:"app,omitempty"`
+	DefaultPolicy string `json:"defaultPolicy,omitempty"`
+}
+
+type proxyOutbound struct {
+	Listen string `json:"listen"`
+}
+
+type proxyControlPlane struct {
+	Address      string `json:"address"`
+	Identity     string `json:"identity"`
+	TokenFile    string `json:"tokenFile"`
+	TrustAnchors string `json:"trustAnchors"`
+	Namespace    string `json:"namespace"`
+	Workload     string `json:"workload"`
+}
+
+// renderConfig writes the proxy's configuration as indented JSON (which is
+// YAML too): every string quoted, so that a $(VAR) the kubelet expands to
+// digits stays a string.
+func renderConfig(cfg Config, o options, w workload, app string) string {
+	pc := proxyConfig{
+		Admin:       fmt.Sprintf("0.0.0.0:%d", AdminPort),
+		Inbound:     proxyInbound{Listen: "off"},
+		Outbound:    proxyOutbound{Listen: fmt.Sprintf("127.0.0.1:%d", OutboundPort)},
+		OpaquePorts: o.opaquePorts,
+		Labels:      map[string]string{"namespace": ref(envPodNamespace), "pod": ref(envPodName)},
+		LogLevel:    o.logLevel,
+		ControlPlane: &proxyControlPlane{
+			Address:      fmt.Sprintf("%s.%s.svc.%s:%d", DestinationService, cfg.ControlPlaneNamespace, cfg.ClusterDomain, DestinationPort),
+			Identity:     identity.Name(ref(envServiceAccount), ref(envPodNamespace), cfg.ControlPlaneNamespace, cfg.TrustDomain),
+			TokenFile:    TokenPath,
+			TrustAnchors: TrustRootsPath,
+			Namespace:    ref(envPodNamespace),
+			Workload:     ref(envPodNamespace) + "/" + ref(envPodName),
+		},
+	}
+	if app != "" {
+		pc.Inbound = proxyInbound{Listen: fmt.Sprintf("0.0.0.0:%d", InboundPort), App: app, DefaultPolicy: o.policy}
+	}
+	if l := w.metricLabel(); l != "" {
+		pc.Labels[l] = w.name
+	}
+	b, err := json.MarshalIndent(pc, "", "  ")
+	if err != nil {
+		panic(fmt.Sprintf("injector: rendering the proxy configuration: %v", err)) // plain structs of strings and ints
+	}
+	return string(b) + "\n"
+}
