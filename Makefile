@@ -3,7 +3,7 @@
 
 SHELL := /bin/bash
 GO ?= go
-SLUICE_CACHE ?= $(HOME)/.cache/sluice
+export SLUICE_CACHE ?= $(HOME)/.cache/sluice
 export SLUICE_TOOLS ?= $(SLUICE_CACHE)/tools
 TOOLS_BIN := $(SLUICE_TOOLS)/bin
 export PATH := $(TOOLS_BIN):$(PATH)
@@ -11,7 +11,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build test test-unit tools tools-bench generate bench demo fmt vet clean
+.PHONY: all build test test-unit tools tools-bench envtest generate bench demo fmt vet clean
 
 all: build
 
@@ -19,6 +19,7 @@ all: build
 build:
 	@mkdir -p bin
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice-proxy ./cmd/sluice-proxy
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice ./cmd/sluice
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice-demo-app ./examples/app
 
 ## tools: what the tests need (h2spec, iptables, iproute2), cached outside the repo
@@ -28,9 +29,13 @@ tools:
 tools-bench:
 	@bash hack/tools.sh bench
 
+## envtest: build (once, cached in $(SLUICE_CACHE)/envtest) kube-apiserver, etcd and kubectl
+envtest:
+	@bash hack/envtest.sh >/dev/null
+
 ## test: every test, with the race detector
-test: tools build
-	H2SPEC=$(TOOLS_BIN)/h2spec $(GO) test $(GOTEST_FLAGS) ./...
+test: tools build envtest
+	KUBEBUILDER_ASSETS=$$(bash hack/envtest.sh --print-dir) H2SPEC=$(TOOLS_BIN)/h2spec $(GO) test $(GOTEST_FLAGS) ./...
 
 ## vet: static checks
 vet:
@@ -41,6 +46,7 @@ vet:
 generate:
 	@bash hack/protoc.sh
 	@bash hack/generate-crds.sh
+	@bash hack/gatewayapi-crds.sh
 
 ## bench: proxy throughput, latency and memory against haproxy and nginx (not part of test)
 bench: tools-bench build
