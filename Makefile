@@ -52,8 +52,12 @@ generate:
 bench: tools-bench build
 	$(GO) run ./bench/cmd/proxybench
 
-## demo: two versions of the demo app behind sluice-proxy with a 90/10 split
+## demo: local mode, a rollout that promotes a healthy backend v2 and rolls back a failing v3
 demo: build
+	$(GO) run ./examples/demo
+
+## demo-proxy: two versions of the demo app behind sluice-proxy alone, split 90/10
+demo-proxy: build
 	$(GO) run ./examples/proxydemo
 
 fmt:

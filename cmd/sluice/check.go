@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/sluicehq/sluice/local/up"
+	"github.com/sluicehq/sluice/mesh/telemetry"
+)
+
+type checkOptions struct {
+	wait time.Duration
+}
+
+func newCheckCmd(g *globalOptions) *cobra.Command {
+	o := &checkOptions{}
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Check that the running sluice up and its mesh are healthy",
+		Long: `Connect to the running ` + "`sluice up`" + ` and check its control plane, its identity
+service, and every replica and proxy. Each check prints ✓ or ×; the command
+exits 1 if any fails. With --wait it checks again until all pass or the time
+is up.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			deadline := time.Now().Add(o.wait)
+			for {
+				results := runChecks(ctx, g.stateDir)
+				if allPassed(results) || time.Now().After(deadline) {
+					renderCheck(cmd.OutOrStdout(), results)
+					if !allPassed(results) {
+						return errSilent
+					}
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(time.Second):
+				}
+			}
+		},
+	}
+	cmd.Flags().DurationVar(&o.wait, "wait", 0, "check again until every check passes, for at most this long")
+	return cmd
+}
+
+// checkResult is one ✓ or × line, with details under a ×.
+type checkResult struct {
+	Name    string
+	OK      bool
+	Detail  string   // after the name, in parentheses
+	Hints   []string // lines under a failed check
+	Skipped bool     // not run because an earlier check failed
+}
+
+func allPassed(rs []checkResult) bool {
+	for _, r := range rs {
+		if !r.OK {
+			return false
+		}
+	}
+	return true
+}
+
+// runChecks runs the checks in order; those that need the API are skipped
+// when it cannot be reached.
+func runChecks(ctx context.Context, stateDir string) []checkResult {
+	var out []checkResult
+	client, err := up.Discover(stateDir)
+	if err != nil {
+		return []checkResult{{Name: "can reach the running sluice up", Hints: []string{err.Error()}}}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	st, err := client.Status(ctx)
+	if err != nil {
+		return []checkResult{{Name: "can reach the running sluice up", Hints: []string{err.Error()}}}
+	}
+	out = append(out, checkResult{Name: "can reach the running sluice up", OK: true, Detail: fmt.Sprintf("%s, pid %d", st.API, st.PID)})
+	out = append(out, checkControlPlane(ctx, st.ControlPlane))
+	out = append(out, checkIdentity(ctx, client))
+	sums, err := client.Telemetry().Workloads(ctx, time.Minute)
+	out = append(out, checkReplicas(st)...)
+	out = append(out, checkMeshed(st, sums, err))
+	return out
+}
+
+func checkControlPlane(ctx context.Context, addr string) checkResult {
+	r := checkResult{Name: "control plane is reachable", Detail: addr}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		r.Hints = []string{err.Error()}
+		return r
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	switch {
+	case err != nil:
+		r.Hints = []string{fmt.Sprintf("gRPC health check of %s: %v", addr, err)}
+	case resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
+		r.Hints = []string{fmt.Sprintf("%s reports %s", addr, resp.GetStatus())}
+	default:
+		r.OK = true
+	}
+	return r
+}
+
+func checkIdentity(ctx context.Context, client *up.Client) checkResult {
+	r := checkResult{Name: "identity issues certificates"}
+	res, err := client.CheckIdentity(ctx)
+	switch {
+	case err != nil:
+		r.Hints = []string{err.Error()}
+	case !res.OK:
+		r.Hints = []string{res.Message}
+	default:
+		r.OK = true
+	}
+	return r
+}
+
+// checkReplicas checks that every replica and the ingress proxy are ready.
+func checkReplicas(st *up.Status) []checkResult {
+	ready, total := 0, 0
+	var hints []string
+	for _, rep := range st.Replicas {
+		if rep.Stopping {
+			continue
+		}
+		total++
+		if rep.Ready {
+			ready++
+			continue
+		}
+		hints = append(hints, fmt.Sprintf("%s/%s: %s", rep.Namespace, rep.Pod, rep.Problem))
+		logs := []string{rep.App.Log, rep.Proxy.Log}
+		switch {
+		case !rep.ProxyReady && rep.App.Running() && rep.App.Restarts == 0:
+			logs = logs[1:] // the sidecar's fault
+		case rep.ProxyReady && rep.Proxy.Restarts == 0:
+			logs = logs[:1] // the application's
+		}
+		for _, l := range logs {
+			if l != "" {
+				hints = append(hints, "  see "+relPath(l))
+			}
+		}
+	}
+	for _, w := range st.Workloads {
+		if w.Current < w.Replicas {
+			hints = append(hints, fmt.Sprintf("%s/%s: %d of %d replicas exist", w.Namespace, w.Name, w.Current, w.Replicas))
+		}
+	}
+	out := []checkResult{{
+		Name:   "every replica is ready",
+		OK:     ready == total && len(hints) == 0,
+		Detail: fmt.Sprintf("%d/%d", ready, total),
+		Hints:  hints,
+	}}
+	if len(st.Ingress) > 0 {
+		r := checkResult{Name: "ingress proxy is ready", OK: st.IngressReady, Detail: fmt.Sprintf("%d %s published", len(st.Ingress), plural(len(st.Ingress), "port", "ports"))}
+		if !r.OK {
+			r.Hints = []string{"see " + relPath(st.IngressProxy.Log)}
+			if st.IngressProxy.LastExit != "" {
+				r.Hints = append([]string{"last exit: " + st.IngressProxy.LastExit}, r.Hints...)
+			}
+		}
+		out = append(out, r)
+	}
+	if len(st.Problems) > 0 {
+		out = append(out, checkResult{Name: "manifests are valid", Hints: st.Problems, Detail: fmt.Sprintf("%d %s", len(st.Problems), plural(len(st.Problems), "problem", "problems"))})
+	} else {
+		out = append(out, checkResult{Name: "manifests are valid", OK: true})
+	}
+	return out
+}
+
+// checkMeshed checks that every replica's proxy holds a certificate (is
+// ready as a mesh member) and answers telemetry's scrapes.
+func checkMeshed(st *up.Status, sums []telemetry.WorkloadSummary, telErr error) checkResult {
+	r := checkResult{Name: "every proxy is meshed"}
+	meshed, total := 0, 0
+	scraped := map[string]bool{} // workloads whose proxies all answered
+	for _, s := range sums {
+		if s.Pods > 0 && s.Meshed == s.Pods {
+			scraped[s.Namespace+"/"+s.Workload] = true
+		}
+		for _, e := range s.Errors {
+			r.Hints = append(r.Hints, fmt.Sprintf("%s/%s: metrics not scraped: %s", s.Namespace, s.Workload, e))
+		}
+	}
+	if telErr != nil {
+		r.Hints = append(r.Hints, "telemetry: "+telErr.Error())
+	}
+	for _, rep := range st.Replicas {
+		if rep.Stopping {
+			continue
+		}
+		total++
+		if !rep.ProxyReady {
+			r.Hints = append(r.Hints, fmt.Sprintf("%s/%s: sidecar not ready (no certificate yet?); see %s", rep.Namespace, rep.Pod, relPath(rep.Proxy.Log)))
+			continue
+		}
+		meshed++
+	}
+	r.Detail = fmt.Sprintf("%d/%d", meshed, total)
+	r.OK = meshed == total && len(r.Hints) == 0
+	return r
+}
+
+// renderCheck writes the results as `linkerd check` does.
+func renderCheck(w io.Writer, rs []checkResult) {
+	fmt.Fprintln(w, "sluice-local")
+	fmt.Fprintln(w, "------------")
+	for _, r := range rs {
+		mark := "✓"
+		if !r.OK {
+			mark = "×"
+		}
+		line := mark + " " + r.Name
+		if r.Detail != "" {
+			line += " (" + r.Detail + ")"
+		}
+		fmt.Fprintln(w, line)
+		if !r.OK {
+			for _, h := range r.Hints {
+				fmt.Fprintln(w, "    "+strings.TrimRight(h, "\n"))
+			}
+		}
+	}
+	fmt.Fprintln(w)
+	if allPassed(rs) {
+		fmt.Fprintln(w, "Status check results are ✓")
+	} else {
+		fmt.Fprintln(w, "Status check results are ×")
+	}
+}
