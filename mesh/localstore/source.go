@@ -61,14 +61,14 @@ func (s *Store) Service(key, clientNamespace string) (routetable.Service, bool) 
 	endpoints := s.endpointsLocked(svc)
 	s.mu.RUnlock()
 
-	sp := servicePort(svc, ref.port)
+	sp := routing.ServicePortOf(svc, ref.port)
 	rules, _ := routing.Compile(sp, routes, clientNamespace)
 	out := routetable.Service{
 		Name:      svc.Name,
 		Namespace: svc.Namespace,
 		Port:      int(sp.Port),
-		Addresses: virtualAddresses(svc, sp.Port),
-		Protocol:  protocolOf(sp.AppProtocol),
+		Addresses: sp.VirtualAddresses(),
+		Protocol:  routing.ProtocolOf(sp.AppProtocol),
 		Endpoints: endpoints,
 		Rules:     rules,
 	}
@@ -86,7 +86,7 @@ func (s *Store) RouteErrors() []routing.RouteError {
 	services := s.services
 	ports := make([]routing.ServicePort, 0, len(byKey))
 	for _, ref := range byKey {
-		ports = append(ports, servicePort(services[ref.svc], ref.port))
+		ports = append(ports, routing.ServicePortOf(services[ref.svc], ref.port))
 	}
 	s.mu.RUnlock()
 	slices.SortFunc(ports, func(a, b routing.ServicePort) int { return strings.Compare(a.Key(), b.Key()) })
@@ -151,7 +151,7 @@ func (s *Store) reindexLocked() {
 			}
 			byKey[key] = portRef{svc: k, port: i}
 			rs := routetable.Service{Name: svc.Name, Namespace: svc.Namespace, Port: int(p.Port)}
-			names := append(rs.Authorities(), virtualAddresses(svc, p.Port)...)
+			names := append(rs.Authorities(), routing.ServicePortOf(svc, i).VirtualAddresses()...)
 			for _, n := range names {
 				n = strings.ToLower(n)
 				if _, taken := resolves[n]; !taken {
@@ -228,63 +228,4 @@ func serviceAccountOf(identity string) string {
 		return ""
 	}
 	return parts[0]
-}
-
-// servicePort describes one port of a Service for the route compiler.
-func servicePort(svc *corev1.Service, i int) routing.ServicePort {
-	p := svc.Spec.Ports[i]
-	sp := routing.ServicePort{
-		Name:       svc.Name,
-		Namespace:  svc.Namespace,
-		Port:       p.Port,
-		PortName:   p.Name,
-		ClusterIPs: clusterIPs(svc),
-	}
-	if p.AppProtocol != nil {
-		sp.AppProtocol = *p.AppProtocol
-	}
-	return sp
-}
-
-// clusterIPs returns the Service's valid virtual IPs ("None" and empty are
-// skipped: local mode needs none).
-func clusterIPs(svc *corev1.Service) []string {
-	ips := svc.Spec.ClusterIPs
-	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
-		ips = []string{svc.Spec.ClusterIP}
-	}
-	var out []string
-	for _, s := range ips {
-		if ip, err := netip.ParseAddr(s); err == nil {
-			out = append(out, ip.Unmap().String())
-		}
-	}
-	return out
-}
-
-// virtualAddresses returns "clusterIP:port" for every valid cluster IP.
-func virtualAddresses(svc *corev1.Service, port int32) []string {
-	var out []string
-	for _, ip := range clusterIPs(svc) {
-		out = append(out, net.JoinHostPort(ip, fmt.Sprint(port)))
-	}
-	return out
-}
-
-// protocolOf maps a Service port's appProtocol to how the mesh handles it,
-// as Linkerd does: unset means detect, "http" HTTP/1, "kubernetes.io/h2c"
-// HTTP/2, and anything unknown opaque. Sluice also knows "grpc".
-func protocolOf(appProtocol string) routetable.Protocol {
-	switch strings.ToLower(appProtocol) {
-	case "":
-		return routetable.ProtocolDetect
-	case "http":
-		return routetable.ProtocolHTTP1
-	case "kubernetes.io/h2c":
-		return routetable.ProtocolHTTP2
-	case "grpc":
-		return routetable.ProtocolGRPC
-	default:
-		return routetable.ProtocolOpaque
-	}
 }

@@ -238,24 +238,6 @@ spec:
 	}
 }
 
-func TestProtocolOf(t *testing.T) {
-	tests := map[string]routetable.Protocol{
-		"":                  routetable.ProtocolDetect,
-		"http":              routetable.ProtocolHTTP1,
-		"HTTP":              routetable.ProtocolHTTP1,
-		"kubernetes.io/h2c": routetable.ProtocolHTTP2,
-		"grpc":              routetable.ProtocolGRPC,
-		"linkerd.io/opaque": routetable.ProtocolOpaque,
-		"tcp":               routetable.ProtocolOpaque,
-		"https":             routetable.ProtocolOpaque,
-	}
-	for in, want := range tests {
-		if got := protocolOf(in); got != want {
-			t.Errorf("protocolOf(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestServiceAccountOf(t *testing.T) {
 	tests := map[string]string{
 		"web.shop.serviceaccount.identity.sluice.cluster.local": "web",

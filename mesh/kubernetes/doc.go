@@ -1,0 +1,44 @@
+// Package kubernetes is the control plane on a Kubernetes cluster: what
+// local mode's in-memory store and bootstrap tokens do there, done from the
+// API server.
+//
+//   - Source watches Services, EndpointSlices, Pods, HTTPRoutes,
+//     ReferenceGrants and the policy kinds (policy.sluice.dev/v1beta1) with
+//     informers, and answers the destination service (destination.Source:
+//     service ports, their endpoints with mesh identities and their compiled
+//     HTTPRoute rules) and the inbound policy service (policy.PolicySource).
+//   - StatusWriter writes the parent status of HTTPRoutes attached to
+//     Services (GAMMA): Accepted and ResolvedRefs with the Gateway API's
+//     reasons, under the controller name sluice.dev/gateway-controller.
+//   - TokenReviewAuthenticator authenticates proxies' projected
+//     service-account tokens with the TokenReview API, for the identity
+//     service.
+//   - LoadCA and WatchIssuerSecret build the identity CA from the trust
+//     anchor ConfigMap and the issuer Secret, and follow the Secret as it is
+//     rotated.
+//
+// # Endpoints
+//
+// A Service port's endpoints are the addresses of its EndpointSlices
+// (discovery.k8s.io/v1, labelled kubernetes.io/service-name) on the slice port
+// named like the Service port, ready as conditions.ready says (unset means
+// ready). An endpoint whose targetRef is a Pod is labelled with the pod's
+// namespace, name, service account, workload (the Deployment, found by
+// stripping the pod-template-hash from its ReplicaSet owner's name, or the
+// owner's kind and name) and revision (the pod-template-hash). A pod with a
+// sluice-proxy container is meshed: its endpoints, still podIP:targetPort as
+// the proxy intercepts inbound traffic, carry the pod's mesh identity
+// (<sa>.<ns>.serviceaccount.identity.<control-ns>.<trust-domain>) and the
+// protocol hint http2, except on ports its config.sluice.dev/skip-inbound-ports
+// annotation lists (no identity: the proxy does not see that traffic) or its
+// config.sluice.dev/opaque-ports annotation lists (hint opaque).
+//
+// # Routes
+//
+// HTTPRoutes attach to Service ports as package routing defines (producer and
+// consumer routes, precedence). A backendRef to a Service in another
+// namespace than its route's needs a ReferenceGrant there allowing
+// HTTPRoutes of the route's namespace to refer to it (the route's own parent
+// Service excepted); without one the backend is invalid, and its share of
+// requests gets 500. ExternalName Services are not routed.
+package kubernetes
