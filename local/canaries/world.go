@@ -251,46 +251,74 @@ const (
 	ManagedBy      = "sluice"
 )
 
-// routeName is the canary's HTTPRoute: named after the apex Service.
+// routeName is the canary's HTTPRoute: the user's route named by
+// spec.service.httpRouteRef, else the one Sluice owns, named after the apex
+// Service.
 func routeName(c *v1beta1.Canary) string {
+	if ref := c.Spec.Service.HTTPRouteRef; ref != nil && ref.Name != "" {
+		return ref.Name
+	}
 	apex, _, _ := c.GetServiceNames()
 	return apex
 }
 
-// routeObserve returns the state of the canary's route.
+// userRoute reports whether the canary's route is the user's
+// (spec.service.httpRouteRef).
+func userRoute(c *v1beta1.Canary) bool {
+	return c.Spec.Service.HTTPRouteRef != nil && c.Spec.Service.HTTPRouteRef.Name != ""
+}
+
+// errRouteNotFound is the error for a missing httpRouteRef route.
+func errRouteNotFound(c *v1beta1.Canary) error {
+	return fmt.Errorf("HTTPRoute %s/%s named by spec.service.httpRouteRef not found", c.Namespace, routeName(c))
+}
+
+// canaryRoute is the canary's part of its route. The session affinity
+// cookie's value is the target's revision: the same for a run, another for
+// the next one.
+func (w *world) canaryRoute(c *v1beta1.Canary) (routing.CanaryRoute, error) {
+	value := ""
+	if w.st.User != nil {
+		value = w.st.User.Revision
+	}
+	cr, err := routing.CanaryRouteFor(c, value)
+	if err != nil {
+		return routing.CanaryRoute{}, fmt.Errorf("routing canary %s/%s: %w", c.Namespace, c.Name, err)
+	}
+	return cr, nil
+}
+
+// routeObserve returns the state of the canary's route. A route without a
+// traffic-split rule is reported as not accepted, so that SetWeights
+// rewrites it.
 func (w *world) routeObserve(ctx context.Context, c *v1beta1.Canary) (canary.Route, error) {
 	rt, ok := w.store.HTTPRoute(c.Namespace, routeName(c))
 	if !ok {
 		return canary.Route{}, nil
 	}
-	_, ps, cs := c.GetServiceNames()
-	r := canary.Route{Exists: true, Accepted: true}
-	for _, rw := range routing.BackendWeights(rt, ps, cs) {
-		if _, ok := rw.Weights[ps]; !ok {
-			continue
-		}
-		if _, ok := rw.Weights[cs]; !ok {
-			continue
-		}
-		r.PrimaryWeight, r.CanaryWeight = int(rw.Weights[ps]), int(rw.Weights[cs])
-		return r, nil
+	cr, err := w.canaryRoute(c)
+	if err != nil {
+		return canary.Route{}, err
 	}
-	// A route without the split rule is not in place: report it as
-	// missing weights (all on neither), so that SetWeights rewrites it.
-	r.Accepted = false
+	r := canary.Route{Exists: true}
+	r.PrimaryWeight, r.CanaryWeight, r.Mirrored, r.Matched, r.Accepted = cr.Observe(rt)
 	return r, nil
 }
 
-// EnsureRoute implements canary.Router.
+// EnsureRoute implements canary.Router: it creates the route Sluice owns at
+// 100/0; a user's route (httpRouteRef) must exist.
 func (w *world) EnsureRoute(ctx context.Context, c *v1beta1.Canary) error {
 	if _, ok := w.store.HTTPRoute(c.Namespace, routeName(c)); ok {
 		return nil
+	}
+	if userRoute(c) {
+		return errRouteNotFound(c)
 	}
 	w.store.ApplyHTTPRoute(w.routeWith(c, 100, 0))
 	return nil
 }
 
-// routeWith is the canary's HTTPRoute with the given weights.
+// routeWith is the HTTPRoute Sluice owns, with the given weights.
 func (w *world) routeWith(c *v1beta1.Canary, primary, canaryWeight int32) *gatewayv1.HTTPRoute {
 	apex, ps, cs := c.GetServiceNames()
 	group := gatewayv1.Group("")
@@ -317,24 +345,47 @@ func (w *world) routeWith(c *v1beta1.Canary, primary, canaryWeight int32) *gatew
 	}
 }
 
-// SetWeights implements canary.Router. Mirroring and A/B matching are not
-// run in local mode: the weights apply to every request.
+// SetWeights implements canary.Router: routing.CanaryRoute.Apply writes the
+// weights, the A/B rule, the mirror and the session affinity cookie into the
+// route; in a user's route only the rules pointing at the primary and canary
+// Services change.
 func (w *world) SetWeights(ctx context.Context, c *v1beta1.Canary, sw canary.SetWeights) error {
-	_, ps, cs := c.GetServiceNames()
 	name := routeName(c)
-	if _, ok := w.store.HTTPRoute(c.Namespace, name); !ok {
-		w.store.ApplyHTTPRoute(w.routeWith(c, int32(sw.Primary), int32(sw.Canary)))
+	cr, err := w.canaryRoute(c)
+	if err != nil {
+		return err
+	}
+	if sw.Match && len(cr.Match) == 0 {
+		return fmt.Errorf("canary %s/%s: A/B testing needs spec.analysis.match", c.Namespace, c.Name)
+	}
+	rt, ok := w.store.HTTPRoute(c.Namespace, name)
+	if !ok {
+		if userRoute(c) {
+			return errRouteNotFound(c)
+		}
+		rt = w.routeWith(c, 100, 0)
+		cr.Apply(rt, sw.Primary, sw.Canary, sw.Match, sw.Mirror)
+		w.store.ApplyHTTPRoute(rt)
 		return nil
 	}
-	err := w.store.UpdateHTTPRoute(c.Namespace, name, func(rt *gatewayv1.HTTPRoute) error {
-		weights := map[string]int32{ps: int32(sw.Primary), cs: int32(sw.Canary)}
-		if len(routing.BackendWeights(rt, ps, cs)) == 0 {
-			*rt = *w.routeWith(c, weights[ps], weights[cs])
-			return nil
+	apply := func(rt *gatewayv1.HTTPRoute) (bool, error) {
+		changed := cr.Apply(rt, sw.Primary, sw.Canary, sw.Match, sw.Mirror)
+		if _, _, _, _, ok := cr.Observe(rt); !ok {
+			_, ps, cs := c.GetServiceNames()
+			return false, fmt.Errorf("no rule has backendRefs to both %s and %s, or a single one to %s or %s", ps, cs, cr.Apex, ps)
 		}
-		routing.SetBackendWeights(rt, weights)
+		return changed, nil
+	}
+	changed, err := apply(rt.DeepCopy())
+	if err == nil && !changed {
 		return nil
-	})
+	}
+	if err == nil {
+		err = w.store.UpdateHTTPRoute(c.Namespace, name, func(rt *gatewayv1.HTTPRoute) error {
+			_, err := apply(rt)
+			return err
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("setting the weights of HTTPRoute %s/%s: %w", c.Namespace, name, err)
 	}
