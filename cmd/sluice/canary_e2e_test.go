@@ -318,10 +318,21 @@ func TestCanaryEndToEnd(t *testing.T) {
 	if cn := e.canary(c); cn.Status.ObservedRevision != rev || cn.Status.Phase == v1beta1.PhaseInitializing {
 		t.Errorf("after the restart: phase %s observed %s, want the run of %s resumed", cn.Status.Phase, cn.Status.ObservedRevision, rev)
 	}
-	if code, out := e.sluice("status", "backend", "--wait", "--timeout", "3m"); code != 0 {
-		t.Fatalf("status --wait of v4 after the restart: exit %d, want 0\n%s", code, out)
+
+	// A new revision in the middle of the run restarts the analysis for it:
+	// the run that ends promotes v5, never v4.
+	if code, out := e.sluice("apply", "-f", e.backendVersion("v5", "0")); code != 0 {
+		t.Fatalf("apply v5 mid-run: exit %d\n%s", code, out)
 	}
-	if cn := e.canary(c); cn.Status.LastPromotedRevision != rev {
-		t.Errorf("promoted %s after the restart, want %s", cn.Status.LastPromotedRevision, rev)
+	pollUntil(t, "the run restarted for v5", 2*time.Minute, func() bool {
+		cn := e.canary(c)
+		return cn.Status.ObservedRevision != rev && cn.Status.ObservedRevision != ""
+	})
+	rev5 := e.canary(c).Status.ObservedRevision
+	if code, out := e.sluice("status", "backend", "--wait", "--timeout", "3m"); code != 0 {
+		t.Fatalf("status --wait of v5 after v4 was superseded: exit %d, want 0\n%s", code, out)
+	}
+	if cn := e.canary(c); cn.Status.LastPromotedRevision != rev5 {
+		t.Errorf("promoted %s, want the mid-run revision %s (v4 was %s)", cn.Status.LastPromotedRevision, rev5, rev)
 	}
 }
