@@ -75,5 +75,6 @@ Local mode runs everything on this machine from Kubernetes-style YAML:
 	root.AddCommand(newUpCmd(g), newStatCmd(g), newCheckCmd(g), newInstallCmd())
 	root.AddCommand(newInjectCmd())
 	root.AddCommand(canaryCommands(g)...)
+	root.AddCommand(newControllerCmd())
 	return root
 }
