@@ -46,6 +46,14 @@ type Options struct {
 	// Analyzer runs the canaries' checks (the built-in provider over the
 	// in-process telemetry).
 	Analyzer canary.Analyzer
+	// Hooks calls the canaries' webhooks (nil: canaries with webhooks
+	// other than event webhooks cannot run).
+	Hooks canary.Hooks
+	// Notifier, if set, receives the canaries' notifications (alerts);
+	// AlertTarget resolves their AlertProviders.
+	Notifier canary.Notifier
+	// Metrics, if set, is updated after each tick.
+	Metrics *canary.Metrics
 	// Say, if set, receives what people read: each event of a canary.
 	Say func(msg string)
 	// Logger receives the driver's log (nil: discard).
@@ -85,6 +93,8 @@ type Controller struct {
 	entries   map[string]*entry              // by "ns/name"
 	workloads map[string]supervisor.Workload // the user's, by "ns/name"
 	loaded    map[string]saved               // read at start, by "ns/name", until the canary appears
+
+	sup supporting // AlertProviders and MetricTemplates, see objects.go
 }
 
 // New returns a controller, having read the states persisted by a previous
@@ -107,6 +117,9 @@ func New(opts Options) (*Controller, error) {
 	}
 	c.driver = &canary.Driver{
 		Analyzer: opts.Analyzer,
+		Hooks:    opts.Hooks,
+		Notifier: opts.Notifier,
+		Metrics:  opts.Metrics,
 		Events:   events{c},
 		Clock:    opts.Clock,
 		Logger:   log,
@@ -259,9 +272,11 @@ func (c *Controller) DeleteWorkload(namespace, name string) {
 }
 
 // SetObjects takes the sluice.dev objects of the manifests; the Canaries
-// among them are run. Objects that are not Canaries are ignored; a Canary
+// among them are run, the AlertProviders and MetricTemplates kept for them
+// (AlertTarget, MetricTemplate). Other objects are ignored; a Canary
 // that cannot be decoded is logged and skipped.
 func (c *Controller) SetObjects(objs []*unstructured.Unstructured) {
+	c.setSupporting(objs)
 	seen := map[string]*v1beta1.Canary{}
 	for _, o := range objs {
 		if o.GetKind() != "Canary" || o.GroupVersionKind().Group != v1beta1.GroupName {

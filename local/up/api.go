@@ -119,6 +119,7 @@ func (u *instance) handler() http.Handler {
 		writeJSON(w, http.StatusOK, CheckResult{OK: true, Message: msg})
 	})
 	u.canaryRoutes(mux)
+	u.integ.routes(mux, u.log)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errorBody{fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 	})

@@ -16,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
-	"github.com/sluicehq/sluice/analysis"
 	"github.com/sluicehq/sluice/canary"
 	"github.com/sluicehq/sluice/crds/sluice/v1beta1"
 	"github.com/sluicehq/sluice/local/canaries"
@@ -39,20 +38,34 @@ const (
 // ctx ends. Called by run once the supervisor and telemetry exist, before
 // the manifests are first read.
 func (u *instance) startCanaries(ctx context.Context, goRun func(func())) {
-	ctrl, err := canaries.New(canaries.Options{
+	w := u.wireCanaries(ctx, u.integ)
+	opts := canaries.Options{
 		StateDir:   u.stateDir,
 		Supervisor: u.sup,
 		Store:      u.store,
-		Analyzer:   canary.AnalyzerFromProvider(analysis.NewBuiltin(analysis.StoreSource(u.tel))),
+		Analyzer:   w.analyzer,
+		Hooks:      w.hooks,
+		Notifier:   w.notifier,
 		Say:        func(msg string) { u.out.say("%s", msg) },
 		Logger:     u.log,
-	})
+	}
+	if u.integ != nil {
+		opts.Metrics = u.integ.metrics
+	}
+	ctrl, err := canaries.New(opts)
 	if err != nil {
+		w.dispatcher.Close()
+		_ = w.runner.Close()
 		u.out.event("×", "canaries will not run: "+err.Error(), nil, "")
 		return
 	}
+	w.notifier.Resolve = ctrl.AlertTarget
 	u.canaries = ctrl
-	goRun(func() { _ = ctrl.Run(ctx) })
+	goRun(func() {
+		defer w.dispatcher.Close()
+		defer func() { _ = w.runner.Close() }()
+		_ = ctrl.Run(ctx)
+	})
 }
 
 // applyWorkload hands a Deployment of the manifests to the canary controller

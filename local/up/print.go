@@ -122,6 +122,8 @@ func (u *instance) printBanner() {
 	} else {
 		u.out.say("No Deployment in %s yet; add one and it starts.", relPath(u.manifestDir))
 	}
+	u.out.say("Canary integrations on %s: gates at %s/gate/check (`sluice gate open NAME`), rollback at %s/rollback/check, load tester at %s%s, metrics at %s%s.",
+		u.apiURL, u.apiURL, u.apiURL, u.apiURL, PathLoadTest, u.apiURL, PathMetrics)
 	u.out.say("`sluice stat` shows golden metrics, `sluice check` checks the mesh. Ctrl-C stops everything.\n")
 }
 

@@ -136,6 +136,7 @@ type instance struct {
 	ports                 *supervisor.Ports
 	sync                  *syncer
 	canaries              *canaries.Controller // see canaries.go
+	integ                 *integrations        // see integrations.go
 }
 
 // Run runs local mode until ctx ends, then stops everything it started —
@@ -291,6 +292,10 @@ func (u *instance) run(ctx context.Context) error {
 		published: map[string]IngressPort{},
 	}
 	u.sync = newSyncer(u)
+	if u.integ, err = openIntegrations(u.stateDir, u.log); err != nil {
+		return err
+	}
+	defer u.integ.close()
 
 	// Everything below stops when runCtx ends; processes first.
 	runCtx, stop := context.WithCancel(ctx)
