@@ -243,6 +243,7 @@ func (t *tick) run(ctx context.Context, manual *ManualAction, conflict string) e
 	if d.Workloads == nil || d.Router == nil {
 		return &tickError{"Tick", errors.New("the driver needs Workloads and a Router")}
 	}
+	t.validateProviders(ctx)
 	target, primary, servicesReady, err := d.Workloads.Observe(ctx, t.c)
 	if err != nil {
 		return &tickError{"ObserveWorkloads", err}
@@ -638,4 +639,27 @@ func actionName(a Action) string {
 		return "Requeue"
 	}
 	return fmt.Sprintf("%T", a)
+}
+
+// Validator is implemented by an Analyzer that can check a canary's metric
+// providers before any analysis runs (a Prometheus that is down, a template
+// that does not render).
+type Validator interface {
+	Validate(ctx context.Context, c *v1beta1.Canary) []error
+}
+
+// validateProviders checks the metric providers while the canary is being
+// initialized, so that a provider that is down is reported then rather than
+// discovered at the first analysis. Problems become warning events.
+func (t *tick) validateProviders(ctx context.Context) {
+	v, ok := t.d.Analyzer.(Validator)
+	if !ok || t.c.Spec.Analysis == nil {
+		return
+	}
+	if p := t.c.Status.Phase; p != "" && p != v1beta1.PhaseInitializing {
+		return
+	}
+	for _, err := range v.Validate(ctx, t.c) {
+		t.records = append(t.records, record{EventTypeWarning, "MetricProviderUnavailable", err.Error()})
+	}
 }

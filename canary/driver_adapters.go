@@ -384,3 +384,62 @@ func canaryFacts(c *v1beta1.Canary) []notify.Field {
 	}
 	return append(facts, notify.Field{Name: "Traffic routing", Value: routing})
 }
+
+// checkValidator is a provider that can check a check's provider up front:
+// template.Runner does (the template exists and renders, the provider answers).
+type checkValidator interface {
+	Validate(ctx context.Context, t analysis.Target, c analysis.Check) error
+}
+
+var _ Validator = (*ProviderAnalyzer)(nil)
+
+// Validate checks the provider of every metric with a template: one error
+// per metric that cannot be run, naming it.
+func (a *ProviderAnalyzer) Validate(ctx context.Context, c *v1beta1.Canary) []error {
+	if c == nil || c.Spec.Analysis == nil {
+		return nil
+	}
+	var v checkValidator
+	switch p := a.Provider.(type) {
+	case analysis.Mux:
+		v, _ = p.Templates.(checkValidator)
+	case *analysis.Mux:
+		v, _ = p.Templates.(checkValidator)
+	case checkValidator:
+		v = p
+	}
+	if v == nil {
+		return nil
+	}
+	key := c.Namespace + "/" + c.Spec.TargetRef.Name
+	a.mu.Lock()
+	if a.running == nil {
+		a.running = map[string]*v1beta1.Canary{}
+	}
+	a.running[key] = c
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		if a.running[key] == c {
+			delete(a.running, key)
+		}
+		a.mu.Unlock()
+	}()
+	t := AnalysisTarget(c, c.Status.ObservedRevision)
+	var errs []error
+	for i := range c.Spec.Analysis.Metrics {
+		m := &c.Spec.Analysis.Metrics[i]
+		if m.IsBuiltin() {
+			continue
+		}
+		chk, err := MetricCheck(m)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("metric %s: analysis.metrics[%d]: %w", m.Name, i, err))
+			continue
+		}
+		if err := v.Validate(ctx, t, chk); err != nil {
+			errs = append(errs, fmt.Errorf("metric %s: %w", m.Name, err))
+		}
+	}
+	return errs
+}

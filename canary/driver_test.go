@@ -1119,3 +1119,40 @@ func TestDriverFailedTickSendsNothing(t *testing.T) {
 		t.Errorf("resume notified %d times, want once", resumed)
 	}
 }
+
+// validatingAnalyzer is an analyzer whose template provider is down.
+type validatingAnalyzer struct {
+	fakeAnalyzer
+	validated *int
+}
+
+func (v validatingAnalyzer) Validate(context.Context, *v1beta1.Canary) []error {
+	*v.validated++
+	return []error{errors.New("metric error-rate: prometheus at http://127.0.0.1:1 is unreachable")}
+}
+
+// TestDriverReportsADownProviderAtInitialization: a metric provider that is
+// down is reported while the canary initializes, not at the first analysis,
+// and only then.
+func TestDriverReportsADownProviderAtInitialization(t *testing.T) {
+	h := newHarness(t, newCanary())
+	n := 0
+	h.d.Analyzer = validatingAnalyzer{fakeAnalyzer{h.cluster}, &n}
+	h.initialize()
+	found := false
+	for _, e := range h.events {
+		if strings.Contains(e, "MetricProviderUnavailable") && strings.Contains(e, "is unreachable") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no MetricProviderUnavailable event during initialization; events: %q", h.events)
+	}
+	before := n
+	if _, err := h.tick(); err != nil {
+		t.Fatal(err)
+	}
+	if n != before {
+		t.Fatalf("providers validated again after initialization (%d -> %d)", before, n)
+	}
+}
