@@ -91,7 +91,7 @@ func TestLocalRouterLeavesUserRulesAlone(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "checkout", Namespace: "shop"},
 		Spec: gatewayv1.HTTPRouteSpec{
 			CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{Group: &group, Kind: &kind, Name: "backend", Port: &port}}},
-			Rules: []gatewayv1.HTTPRouteRule{other, {BackendRefs: []gatewayv1.HTTPBackendRef{ref("backend-primary", 100), ref("backend-canary", 0)}}},
+			Rules:           []gatewayv1.HTTPRouteRule{other, {BackendRefs: []gatewayv1.HTTPBackendRef{ref("backend-primary", 100), ref("backend-canary", 0)}}},
 		},
 	})
 	before, _ := json.Marshal(other)
