@@ -29,6 +29,9 @@ import (
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "await" {
+		os.Exit(runAwait(context.Background(), os.Args[2:], os.Stderr))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "init" {
 		os.Exit(runInit(os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
 	}
