@@ -174,11 +174,11 @@ func Analyze(ctx context.Context, p Provider, t Target, checks []Check) []Result
 func runSafely(ctx context.Context, p Provider, t Target, c Check) (r Result) {
 	defer func() {
 		if v := recover(); v != nil {
-			r = errorResult(c, fmt.Errorf("provider panicked: %v", v))
+			r = ErrorResult(c, fmt.Errorf("provider panicked: %v", v))
 		}
 	}()
 	if p == nil {
-		return errorResult(c, fmt.Errorf("no metrics provider"))
+		return ErrorResult(c, fmt.Errorf("no metrics provider"))
 	}
 	r = p.Run(ctx, t, c)
 	if r.Name == "" {
@@ -187,7 +187,7 @@ func runSafely(ctx context.Context, p Provider, t Target, c Check) (r Result) {
 	switch r.Verdict {
 	case Pass, Fail, NoData, Error:
 	default:
-		return errorResult(c, fmt.Errorf("provider returned unknown verdict %q", r.Verdict))
+		return ErrorResult(c, fmt.Errorf("provider returned unknown verdict %q", r.Verdict))
 	}
 	return r
 }
@@ -233,28 +233,20 @@ func FormatMessage(r Result, failedChecks, threshold int) string {
 	return fmt.Sprintf("%s (%d/%d failed checks)", msg, failedChecks, threshold)
 }
 
-// errorResult is the Error result of c: "cannot compute <name>: <err>".
-func errorResult(c Check, err error) Result {
-	return Result{
-		Name:    c.Name,
-		Verdict: Error,
-		Value:   math.NaN(),
-		Min:     clone(c.Min),
-		Max:     clone(c.Max),
-		Message: fmt.Sprintf("cannot compute %s: %v", c.Name, err),
-	}
+// ErrorResult is the Error result of c: "cannot compute <name>: <err>".
+// Providers (built-in and template) report a metric they cannot compute with it.
+func ErrorResult(c Check, err error) Result {
+	return NewResult(c, Error, math.NaN(), fmt.Sprintf("cannot compute %s: %v", c.Name, err))
 }
 
-// noDataResult is the NoData result of c with msg.
-func noDataResult(c Check, msg string) Result {
-	return Result{
-		Name:    c.Name,
-		Verdict: NoData,
-		Value:   math.NaN(),
-		Min:     clone(c.Min),
-		Max:     clone(c.Max),
-		Message: msg,
-	}
+// NoDataResult is the NoData result of c with msg.
+func NoDataResult(c Check, msg string) Result {
+	return NewResult(c, NoData, math.NaN(), msg)
+}
+
+// NewResult is a result of check c, carrying copies of its bounds.
+func NewResult(c Check, v Verdict, value float64, msg string) Result {
+	return Result{Name: c.Name, Verdict: v, Value: value, Min: clone(c.Min), Max: clone(c.Max), Message: msg}
 }
 
 func clone(p *float64) *float64 {

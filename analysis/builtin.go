@@ -78,14 +78,14 @@ type builtin struct{ src Source }
 // verdicts, and the check names' documentation for what each measures.
 func (b *builtin) Run(ctx context.Context, t Target, c Check) Result {
 	if c.TemplateRef != "" {
-		return errorResult(c, fmt.Errorf("metric template %q needs a metric template provider; the built-in provider runs only %s",
+		return ErrorResult(c, fmt.Errorf("metric template %q needs a metric template provider; the built-in provider runs only %s",
 			c.TemplateRef, strings.Join(builtinNames, ", ")))
 	}
 	if b.src == nil {
-		return errorResult(c, errors.New("no telemetry source"))
+		return ErrorResult(c, errors.New("no telemetry source"))
 	}
 	if err := checkCommon(t, c); err != nil {
-		return errorResult(c, err)
+		return ErrorResult(c, err)
 	}
 	switch c.Name {
 	case RequestSuccessRate:
@@ -97,7 +97,7 @@ func (b *builtin) Run(ctx context.Context, t Target, c Check) Result {
 	case CanaryVsPrimarySuccessRate:
 		return b.compareSuccessRate(ctx, t, c)
 	}
-	return errorResult(c, fmt.Errorf("unknown built-in metric %q (built-ins: %s; other metrics need a templateRef)",
+	return ErrorResult(c, fmt.Errorf("unknown built-in metric %q (built-ins: %s; other metrics need a templateRef)",
 		c.Name, strings.Join(builtinNames, ", ")))
 }
 
@@ -141,18 +141,18 @@ func (b *builtin) query(ctx context.Context, ns string, w Workload, c Check) (te
 	win, err := b.src.Window(ctx, sel, d)
 	switch {
 	case errors.Is(err, telemetry.ErrNoData):
-		r := noDataResult(c, noRequests(w, d))
+		r := NoDataResult(c, noRequests(w, d))
 		return win, &r
 	case err != nil:
-		r := errorResult(c, fmt.Errorf("reading telemetry of %s: %w", w, err))
+		r := ErrorResult(c, fmt.Errorf("reading telemetry of %s: %w", w, err))
 		return win, &r
 	}
 	if err := checkWindow(win); err != nil {
-		r := errorResult(c, fmt.Errorf("telemetry of %s: %w", w, err))
+		r := ErrorResult(c, fmt.Errorf("telemetry of %s: %w", w, err))
 		return win, &r
 	}
 	if win.Requests == 0 {
-		r := noDataResult(c, noRequests(w, d))
+		r := NoDataResult(c, noRequests(w, d))
 		return win, &r
 	}
 	return win, nil
@@ -213,7 +213,7 @@ func (b *builtin) duration(ctx context.Context, t Target, c Check) Result {
 	}
 	p99 := w.Quantile(0.99)
 	if math.IsNaN(p99) {
-		r := noDataResult(c, fmt.Sprintf("no latency observations for %s in the last %s", t.Canary, formatDuration(interval(c))))
+		r := NoDataResult(c, fmt.Sprintf("no latency observations for %s in the last %s", t.Canary, formatDuration(interval(c))))
 		r.Unit = "ms"
 		return r
 	}

@@ -75,7 +75,7 @@ func comparison(c Check, defaultEffect, maxEffect float64) (alpha, minEffect flo
 // Error otherwise.
 func (b *builtin) queryBoth(ctx context.Context, t Target, c Check, unit string) (cw, pw telemetry.Window, bad *Result) {
 	if t.Primary.Name == "" {
-		r := errorResult(c, errors.New("primary workload name is empty"))
+		r := ErrorResult(c, errors.New("primary workload name is empty"))
 		r.Unit = unit
 		return cw, pw, &r
 	}
@@ -98,7 +98,7 @@ func notEnough(t Target, c Check, what string, nc, np float64, unit string) *Res
 	if nc >= MinSamples && np >= MinSamples {
 		return nil
 	}
-	r := noDataResult(c, fmt.Sprintf("not enough samples to compare: %s %s for %s, %s for %s in the last %s (need %d each)",
+	r := NoDataResult(c, fmt.Sprintf("not enough samples to compare: %s %s for %s, %s for %s in the last %s (need %d each)",
 		formatNumber(nc, 0), what, t.Canary, formatNumber(np, 0), t.Primary, formatDuration(interval(c)), MinSamples))
 	r.Unit = unit
 	return &r
@@ -110,7 +110,7 @@ func notEnough(t Target, c Check, what string, nc, np float64, unit string) *Res
 func (b *builtin) compareLatency(ctx context.Context, t Target, c Check) Result {
 	alpha, minEffect, err := comparison(c, DefaultLatencyMinEffect, 1)
 	if err != nil {
-		return errorResult(c, err)
+		return ErrorResult(c, err)
 	}
 	cw, pw, bad := b.queryBoth(ctx, t, c, "")
 	if bad != nil {
@@ -118,14 +118,14 @@ func (b *builtin) compareLatency(ctx context.Context, t Target, c Check) Result 
 	}
 	cb, pb, err := commonBins(cw.Buckets, pw.Buckets)
 	if err != nil {
-		return errorResult(c, err)
+		return ErrorResult(c, err)
 	}
 	if r := notEnough(t, c, "latency observations", sum(cb), sum(pb), ""); r != nil {
 		return *r
 	}
 	mw, err := stats.MannWhitneyU(cb, pb, stats.Greater)
 	if err != nil {
-		return errorResult(c, err)
+		return ErrorResult(c, err)
 	}
 	r := Result{Name: c.Name, Verdict: Pass, Value: mw.CliffsDelta}
 	medians := fmt.Sprintf("p50 %sms vs %sms", formatNumber(cw.Quantile(0.5), 1), formatNumber(pw.Quantile(0.5), 1))
@@ -147,7 +147,7 @@ func (b *builtin) compareLatency(ctx context.Context, t Target, c Check) Result 
 func (b *builtin) compareSuccessRate(ctx context.Context, t Target, c Check) Result {
 	alpha, minEffect, err := comparison(c, DefaultSuccessRateMinEffect, 100)
 	if err != nil {
-		return errorResult(c, err)
+		return ErrorResult(c, err)
 	}
 	cw, pw, bad := b.queryBoth(ctx, t, c, "pp")
 	if bad != nil {
@@ -160,7 +160,7 @@ func (b *builtin) compareSuccessRate(ctx context.Context, t Target, c Check) Res
 	f2, n2 := min(pw.Failures, pw.Requests), pw.Requests
 	p, test, err := errorRateTest(f1, n1, f2, n2)
 	if err != nil {
-		return errorResult(c, err)
+		return ErrorResult(c, err)
 	}
 	e1, e2 := 100*f1/n1, 100*f2/n2
 	diff := e1 - e2

@@ -24,12 +24,12 @@ var _ Provider = Mux{}
 func (m Mux) Run(ctx context.Context, t Target, c Check) Result {
 	if c.TemplateRef != "" {
 		if m.Templates == nil {
-			return errorResult(c, fmt.Errorf("metric template %q: no metric template provider is configured", c.TemplateRef))
+			return ErrorResult(c, fmt.Errorf("metric template %q: no metric template provider is configured", c.TemplateRef))
 		}
 		return m.Templates.Run(ctx, t, c)
 	}
 	if m.Builtin == nil {
-		return errorResult(c, errors.New("no built-in metrics provider is configured"))
+		return ErrorResult(c, errors.New("no built-in metrics provider is configured"))
 	}
 	return m.Builtin.Run(ctx, t, c)
 }

@@ -61,20 +61,7 @@ func (a *ProviderAnalyzer) Analyze(ctx context.Context, c *v1beta1.Canary, revis
 	if c == nil || c.Spec.Analysis == nil {
 		return nil, nil
 	}
-	key := c.Namespace + "/" + c.Spec.TargetRef.Name
-	a.mu.Lock()
-	if a.running == nil {
-		a.running = map[string]*v1beta1.Canary{}
-	}
-	a.running[key] = c
-	a.mu.Unlock()
-	defer func() {
-		a.mu.Lock()
-		if a.running[key] == c {
-			delete(a.running, key)
-		}
-		a.mu.Unlock()
-	}()
+	defer a.track(c)()
 
 	t := AnalysisTarget(c, revision)
 	metrics := c.Spec.Analysis.Metrics
@@ -411,20 +398,7 @@ func (a *ProviderAnalyzer) Validate(ctx context.Context, c *v1beta1.Canary) []er
 	if v == nil {
 		return nil
 	}
-	key := c.Namespace + "/" + c.Spec.TargetRef.Name
-	a.mu.Lock()
-	if a.running == nil {
-		a.running = map[string]*v1beta1.Canary{}
-	}
-	a.running[key] = c
-	a.mu.Unlock()
-	defer func() {
-		a.mu.Lock()
-		if a.running[key] == c {
-			delete(a.running, key)
-		}
-		a.mu.Unlock()
-	}()
+	defer a.track(c)()
 	t := AnalysisTarget(c, c.Status.ObservedRevision)
 	var errs []error
 	for i := range c.Spec.Analysis.Metrics {
@@ -442,4 +416,23 @@ func (a *ProviderAnalyzer) Validate(ctx context.Context, c *v1beta1.Canary) []er
 		}
 	}
 	return errs
+}
+
+// track records c as the canary analysed for its target, so that
+// TemplateVars can find its variables, until the returned func is called.
+func (a *ProviderAnalyzer) track(c *v1beta1.Canary) (untrack func()) {
+	key := c.Namespace + "/" + c.Spec.TargetRef.Name
+	a.mu.Lock()
+	if a.running == nil {
+		a.running = map[string]*v1beta1.Canary{}
+	}
+	a.running[key] = c
+	a.mu.Unlock()
+	return func() {
+		a.mu.Lock()
+		if a.running[key] == c {
+			delete(a.running, key)
+		}
+		a.mu.Unlock()
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -103,7 +104,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Proxy, error) {
 		log = slog.Default()
 	}
 	static := metrics.Labels{}
-	for _, k := range sortedKeys(cfg.Labels) {
+	for _, k := range slices.Sorted(maps.Keys(cfg.Labels)) {
 		static = append(static, metrics.Label{Name: k, Value: cfg.Labels[k]})
 	}
 	reg := metrics.NewRegistry(static)
@@ -778,17 +779,4 @@ func portOf(addr string) int {
 	}
 	n, _ := strconv.Atoi(ps)
 	return n
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && keys[j] < keys[j-1]; j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-	return keys
 }

@@ -311,14 +311,14 @@ func (r *Runner) Validate(ctx context.Context, t analysis.Target, c analysis.Che
 func (r *Runner) Run(ctx context.Context, t analysis.Target, c analysis.Check) analysis.Result {
 	p, err := r.prepare(ctx, t, c)
 	if err != nil {
-		return errorResult(c, err)
+		return analysis.ErrorResult(c, err)
 	}
 	v, err := p.querier.Query(ctx, p.query, p.vars)
 	switch {
 	case errors.Is(err, ErrNoData):
 		return r.noData(c, p, err.Error())
 	case err != nil:
-		return errorResult(c, fmt.Errorf("metric template %s: %w", p.ref, err))
+		return analysis.ErrorResult(c, fmt.Errorf("metric template %s: %w", p.ref, err))
 	case math.IsNaN(v):
 		return r.noData(c, p, "the query returned NaN")
 	}
@@ -327,7 +327,7 @@ func (r *Runner) Run(ctx context.Context, t analysis.Target, c analysis.Check) a
 
 // noData is c's NoData result: why, and Flagger's hint.
 func (r *Runner) noData(c analysis.Check, p *prepared, why string) analysis.Result {
-	return noDataResult(c, fmt.Sprintf("no values for %s from %s (metric template %s): %s; probably %s.%s is not receiving traffic",
+	return analysis.NoDataResult(c, fmt.Sprintf("no values for %s from %s (metric template %s): %s; probably %s.%s is not receiving traffic",
 		c.Name, p.provider, p.ref, why, p.vars.Target, p.vars.Namespace))
 }
 
@@ -350,7 +350,7 @@ func checkThresholds(c analysis.Check) error {
 // v > max; a check with neither passes whenever it has a value, as in
 // Flagger.
 func judge(c analysis.Check, v float64) analysis.Result {
-	res := analysis.Result{Name: c.Name, Verdict: analysis.Pass, Value: v, Min: clone(c.Min), Max: clone(c.Max)}
+	res := analysis.NewResult(c, analysis.Pass, v, "")
 	switch {
 	case c.Min != nil && v < *c.Min:
 		res.Verdict = analysis.Fail
@@ -372,36 +372,4 @@ func judge(c analysis.Check, v float64) analysis.Result {
 		}
 	}
 	return res
-}
-
-// errorResult is c's Error result: "cannot compute <name>: <err>".
-func errorResult(c analysis.Check, err error) analysis.Result {
-	return analysis.Result{
-		Name:    c.Name,
-		Verdict: analysis.Error,
-		Value:   math.NaN(),
-		Min:     clone(c.Min),
-		Max:     clone(c.Max),
-		Message: fmt.Sprintf("cannot compute %s: %v", c.Name, err),
-	}
-}
-
-// noDataResult is c's NoData result with msg.
-func noDataResult(c analysis.Check, msg string) analysis.Result {
-	return analysis.Result{
-		Name:    c.Name,
-		Verdict: analysis.NoData,
-		Value:   math.NaN(),
-		Min:     clone(c.Min),
-		Max:     clone(c.Max),
-		Message: msg,
-	}
-}
-
-func clone(p *float64) *float64 {
-	if p == nil {
-		return nil
-	}
-	v := *p
-	return &v
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -425,7 +426,7 @@ func (d *Dispatcher) endpointLabels(svc *Service, ep *balance.Endpoint, peer *Pe
 		for k := range spec.Labels {
 			keys = append(keys, k)
 		}
-		sortStrings(keys)
+		slices.Sort(keys)
 		for _, k := range keys {
 			l = append(l, metrics.Label{Name: "dst_" + k, Value: spec.Labels[k]})
 		}
@@ -434,14 +435,6 @@ func (d *Dispatcher) endpointLabels(svc *Service, ep *balance.Endpoint, peer *Pe
 		}
 	}
 	return l
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
 }
 
 // rnd is the random source for weighted picks and mirrors.
