@@ -135,11 +135,11 @@ func Up(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err := c.checkBinaries(); err != nil {
 		return nil, err
 	}
-	if cl.Client != nil && cl.healthy(ctx) == nil {
+	if cl.Healthy(ctx) == nil {
 		c.Logger.Info("cluster already up", "workdir", c.WorkDir, "kubeconfig", cl.Kubeconfig)
 		return cl, nil
 	}
-	if c.leftover(ctx) {
+	if c.leftover() {
 		c.Logger.Info("tearing down the leftover of an earlier run", "workdir", c.WorkDir)
 		if err := Down(ctx, cfg); err != nil {
 			return nil, fmt.Errorf("tearing down the leftover of an earlier run: %w", err)
@@ -161,19 +161,24 @@ func Up(ctx context.Context, cfg Config) (*Cluster, error) {
 	return Open(cfg)
 }
 
-// leftover reports whether the work directory or the host holds state of
-// an earlier run.
-func (c Config) leftover(ctx context.Context) bool {
+// leftover reports whether the work directory holds the state of an
+// earlier run. Interfaces alone do not count: they may belong to another
+// cluster with the same names, which createNodeBridge then reports.
+func (c Config) leftover() bool {
 	for _, f := range []string{beforeFile, "pids", createdPathsFile, sysctlFile} {
 		if _, err := os.Stat(c.path(f)); err == nil {
 			return true
 		}
 	}
-	return linkExists(ctx, c.NodeBridge) || linkExists(ctx, c.CNIBridge)
+	return false
 }
 
-// healthy reports why the running cluster is not usable, or nil.
-func (cl *Cluster) healthy(ctx context.Context) error {
+// Healthy reports why the cluster is not usable (a process is not
+// running, the API server is not ready, the node is not Ready), or nil.
+func (cl *Cluster) Healthy(ctx context.Context) error {
+	if cl.Client == nil {
+		return fmt.Errorf("no kubeconfig in %s: the cluster was never brought up", cl.Config.WorkDir)
+	}
 	for _, name := range components {
 		if !processRunning(cl.Config, name) {
 			return fmt.Errorf("%s is not running", name)

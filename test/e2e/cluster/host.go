@@ -189,7 +189,7 @@ var iptablesTools = []string{"iptables", "ip6tables", "iptables-legacy", "ip6tab
 // of the cluster's bridges as "TOOL TABLE RULE".
 func iptablesChains(ctx context.Context, c Config) ([]string, error) {
 	var out []string
-	markers := []string{"KUBE-", "CNI-", c.ClusterCIDR.String(), c.NodeBridge, c.CNIBridge}
+	markers := []string{"KUBE-", "CNI-", "sluice-e2e", c.ClusterCIDR.String(), c.ServiceCIDR.String(), c.NodeBridge, c.CNIBridge}
 	for _, tool := range iptablesTools {
 		if _, err := exec.LookPath(tool + "-save"); err != nil {
 			continue

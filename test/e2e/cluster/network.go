@@ -62,14 +62,22 @@ func deleteLinks(ctx context.Context, c Config) error {
 	return errors.Join(errs...)
 }
 
-// guardRules keep pod traffic on the machine: nothing from ClusterCIDR is
-// forwarded out of Uplink, nothing from Uplink is forwarded to it (the CNI
-// bridge enables IP forwarding).
+// guardRules keep cluster traffic on the machine: nothing from ClusterCIDR
+// is forwarded out of Uplink and nothing from Uplink is forwarded to it (the
+// CNI bridge enables IP forwarding), and the host sends nothing for a pod
+// or a ClusterIP out of Uplink (as it would to a ClusterIP kube-proxy has
+// not programmed yet: the default route leads there).
 func guardRules(c Config) [][]string {
-	cidr := c.ClusterCIDR.String()
+	cidr, svc := c.ClusterCIDR.String(), c.ServiceCIDR.String()
+	comment := []string{"-m", "comment", "--comment", "sluice-e2e: cluster traffic stays local"}
+	rule := func(r ...string) []string {
+		return append(append(r[:len(r)-2:len(r)-2], comment...), r[len(r)-2:]...)
+	}
 	return [][]string{
-		{"FORWARD", "-s", cidr, "-o", c.Uplink, "-m", "comment", "--comment", "sluice-e2e: pods stay local", "-j", "DROP"},
-		{"FORWARD", "-d", cidr, "-i", c.Uplink, "-m", "comment", "--comment", "sluice-e2e: pods stay local", "-j", "DROP"},
+		rule("FORWARD", "-s", cidr, "-o", c.Uplink, "-j", "DROP"),
+		rule("FORWARD", "-d", cidr, "-i", c.Uplink, "-j", "DROP"),
+		rule("OUTPUT", "-d", cidr, "-o", c.Uplink, "-j", "REJECT"),
+		rule("OUTPUT", "-d", svc, "-o", c.Uplink, "-j", "REJECT"),
 	}
 }
 
