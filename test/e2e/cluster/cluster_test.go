@@ -104,10 +104,14 @@ func TestCluster(t *testing.T) {
 	var cl *Cluster
 	t.Cleanup(func() {
 		ctx := context.Background()
-		if t.Failed() && cl != nil {
-			var b bytes.Buffer
-			cl.Diagnostics(ctx, &b)
-			t.Logf("diagnostics:\n%s", b.String())
+		if t.Failed() {
+			if b, err := os.ReadFile(cfg.path("logs", "up-failure.txt")); err == nil {
+				t.Logf("diagnostics when Up failed:\n%s", b)
+			} else if cl != nil {
+				var b bytes.Buffer
+				cl.Diagnostics(ctx, &b)
+				t.Logf("diagnostics:\n%s", b.String())
+			}
 		}
 		if err := Down(ctx, cfg); err != nil {
 			t.Errorf("Down (cleanup): %v", err)
