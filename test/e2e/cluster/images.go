@@ -11,8 +11,9 @@ import (
 	"github.com/sluicehq/sluice/hack/images/oci"
 )
 
-// pausePackage is the pause program, relative to the module root.
-const pausePackage = "./test/e2e/cluster/cmd/pause"
+// pausePackage is the pause program (the images branch's), relative to
+// the module root.
+const pausePackage = "./hack/images/pause"
 
 // ModuleRoot returns the directory of the go.mod that the current
 // directory belongs to (the Sluice repository when run from it).
@@ -67,18 +68,27 @@ func (c Config) imageDir() string { return c.WorkDir + "-images" }
 // BinDir/coredns) and returns their archives. The CoreDNS archive is
 // rebuilt only when the binary is newer.
 func systemImages(ctx context.Context, c Config) ([]string, error) {
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		return nil, err
+	}
 	pause := filepath.Join(c.imageDir(), "pause.tar")
-	if err := BuildGoImage(ctx, pausePackage, pauseImage, pause); err != nil {
+	bin, err := oci.GoBinary{Package: pausePackage, Dir: root, Path: "/pause", LDFlags: "-s -w"}.Build(ctx)
+	if err != nil {
+		return nil, err
+	}
+	// As upstream's pause image: an unprivileged user.
+	if err := writeImage(ctx, oci.Image{Files: []oci.File{bin}, Entrypoint: []string{"/pause"}, User: "65535:65535"}, pauseImage, pause); err != nil {
 		return nil, err
 	}
 	coredns := filepath.Join(c.imageDir(), "coredns.tar")
-	bin := filepath.Join(c.BinDir, "coredns")
-	bi, err := os.Stat(bin)
+	corednsBin := filepath.Join(c.BinDir, "coredns")
+	bi, err := os.Stat(corednsBin)
 	if err != nil {
-		return nil, fmt.Errorf("%s is missing: build it with hack/kube-node.sh: %w", bin, err)
+		return nil, fmt.Errorf("%s is missing: build it with hack/kube-node.sh: %w", corednsBin, err)
 	}
 	if ti, err := os.Stat(coredns); err != nil || ti.ModTime().Before(bi.ModTime()) {
-		f, err := oci.HostFile(bin, "/coredns")
+		f, err := oci.HostFile(corednsBin, "/coredns")
 		if err != nil {
 			return nil, err
 		}
