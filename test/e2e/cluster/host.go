@@ -145,7 +145,11 @@ func clusterProcesses(c Config) []string {
 	for _, p := range processesReferencing(c.WorkDir) {
 		mine[p.pid] = true
 	}
-	for pid := range allProcesses() {
+	for pid, st := range allProcesses() {
+		if st.state == 'Z' || st.state == 'X' {
+			reap(pid)
+			continue
+		}
 		name := processName(pid)
 		if mine[pid] || slices.Contains(nodeProcessNames, name) {
 			out = append(out, name)

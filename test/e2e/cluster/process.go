@@ -58,11 +58,23 @@ func running(pid int, startTime uint64) bool {
 		return false
 	}
 	if st.state == 'Z' || st.state == 'X' {
-		var ws syscall.WaitStatus
-		_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		reap(pid)
 		return false
 	}
 	return true
+}
+
+// reap collects the exit status of pid if it is a zombie child of this
+// process (a process started by startProcess that exited), retrying when
+// a signal interrupts the call.
+func reap(pid int) {
+	for {
+		var ws syscall.WaitStatus
+		_, err := syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		if !errors.Is(err, syscall.EINTR) {
+			return
+		}
+	}
 }
 
 // pidFile is the path recording the process called name.
