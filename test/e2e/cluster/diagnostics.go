@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -71,13 +72,19 @@ func (cl *Cluster) apiDiagnostics(ctx context.Context, w io.Writer) {
 	events, err := cs.CoreV1().Events("").List(ctx, metav1.ListOptions{})
 	if err == nil {
 		items := events.Items
-		sort.Slice(items, func(i, j int) bool { return items[i].LastTimestamp.Before(&items[j].LastTimestamp) })
+		when := func(e corev1.Event) time.Time {
+			if !e.LastTimestamp.IsZero() {
+				return e.LastTimestamp.Time
+			}
+			return e.EventTime.Time
+		}
+		sort.Slice(items, func(i, j int) bool { return when(items[i]).Before(when(items[j])) })
 		if len(items) > 40 {
 			items = items[len(items)-40:]
 		}
 		fmt.Fprintln(w, "== latest events")
 		for _, e := range items {
-			fmt.Fprintf(w, "  %s %s %s/%s %s: %s\n", e.LastTimestamp.Format("15:04:05"), e.Type,
+			fmt.Fprintf(w, "  %s %s %s/%s %s: %s\n", when(e).Format("15:04:05"), e.Type,
 				e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, strings.TrimSpace(e.Message))
 		}
 	}

@@ -54,12 +54,12 @@ var fixedPaths = []string{
 }
 
 // nodeProcessNames are the command names (as /proc/PID/comm shows them,
-// cut to 15 characters) of the node's processes. etcd and kube-apiserver
-// are left out: tests using envtest run them too, so they are watched only
-// when their command line names the work directory.
+// cut to 15 characters) of the node's processes that nothing else on a
+// build machine runs. etcd, kube-apiserver, containerd, its shims, runc and
+// pause are left out: other tests run their own (envtest, image tests), so
+// they are watched only when their command line names the work directory.
 var nodeProcessNames = []string{
-	"containerd", "containerd-shim", "runc", "kubelet", "kube-proxy",
-	"kube-controller", "kube-scheduler", "coredns", "pause",
+	"kubelet", "kube-proxy", "kube-controller", "kube-scheduler", "coredns",
 }
 
 // hostState is what the cluster may change on the host and must give
