@@ -66,7 +66,11 @@ func deleteLinks(ctx context.Context, c Config) error {
 // is forwarded out of Uplink and nothing from Uplink is forwarded to it (the
 // CNI bridge enables IP forwarding), and the host sends nothing for a pod
 // or a ClusterIP out of Uplink (as it would to a ClusterIP kube-proxy has
-// not programmed yet: the default route leads there).
+// not programmed yet: the default route leads there). The host's own
+// packets are checked in mangle POSTROUTING, not filter OUTPUT: OUTPUT
+// still sees the interface chosen before kube-proxy's DNAT, so every
+// ClusterIP would look bound for the uplink there. Each rule is its table
+// followed by its chain and match.
 func guardRules(c Config) [][]string {
 	cidr, svc := c.ClusterCIDR.String(), c.ServiceCIDR.String()
 	comment := []string{"-m", "comment", "--comment", "sluice-e2e: cluster traffic stays local"}
@@ -74,20 +78,26 @@ func guardRules(c Config) [][]string {
 		return append(append(r[:len(r)-2:len(r)-2], comment...), r[len(r)-2:]...)
 	}
 	return [][]string{
-		rule("FORWARD", "-s", cidr, "-o", c.Uplink, "-j", "DROP"),
-		rule("FORWARD", "-d", cidr, "-i", c.Uplink, "-j", "DROP"),
-		rule("OUTPUT", "-d", cidr, "-o", c.Uplink, "-j", "REJECT"),
-		rule("OUTPUT", "-d", svc, "-o", c.Uplink, "-j", "REJECT"),
+		rule("filter", "FORWARD", "-s", cidr, "-o", c.Uplink, "-j", "DROP"),
+		rule("filter", "FORWARD", "-d", cidr, "-i", c.Uplink, "-j", "DROP"),
+		rule("mangle", "POSTROUTING", "-d", cidr, "-o", c.Uplink, "-j", "DROP"),
+		rule("mangle", "POSTROUTING", "-d", svc, "-o", c.Uplink, "-j", "DROP"),
 	}
+}
+
+// guardArgs returns the iptables arguments that apply op (-C, -I, -D) to
+// the guard rule r.
+func guardArgs(op string, r []string) []string {
+	return append([]string{"-w", "-t", r[0], op}, r[1:]...)
 }
 
 // addGuardRules inserts the guard rules unless present.
 func addGuardRules(ctx context.Context, c Config) error {
 	for _, r := range guardRules(c) {
-		if exec.CommandContext(ctx, "iptables", append([]string{"-w", "-C"}, r...)...).Run() == nil {
+		if exec.CommandContext(ctx, "iptables", guardArgs("-C", r)...).Run() == nil {
 			continue
 		}
-		if err := run(ctx, "iptables", append([]string{"-w", "-I"}, r...)...); err != nil {
+		if err := run(ctx, "iptables", guardArgs("-I", r)...); err != nil {
 			return err
 		}
 	}
@@ -100,8 +110,8 @@ func addGuardRules(ctx context.Context, c Config) error {
 func removeIptables(ctx context.Context, c Config, before []string) error {
 	var errs []error
 	for _, r := range guardRules(c) {
-		for exec.CommandContext(ctx, "iptables", append([]string{"-w", "-C"}, r...)...).Run() == nil {
-			if err := run(ctx, "iptables", append([]string{"-w", "-D"}, r...)...); err != nil {
+		for exec.CommandContext(ctx, "iptables", guardArgs("-C", r)...).Run() == nil {
+			if err := run(ctx, "iptables", guardArgs("-D", r)...); err != nil {
 				errs = append(errs, err)
 				break
 			}

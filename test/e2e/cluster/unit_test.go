@@ -190,10 +190,10 @@ func TestGuardRulesKeepTrafficLocal(t *testing.T) {
 		joined[i] = strings.Join(r, " ")
 	}
 	want := []string{
-		"FORWARD -s 10.244.0.0/16 -o eth9 -m comment --comment sluice-e2e: cluster traffic stays local -j DROP",
-		"FORWARD -d 10.244.0.0/16 -i eth9 -m comment --comment sluice-e2e: cluster traffic stays local -j DROP",
-		"OUTPUT -d 10.244.0.0/16 -o eth9 -m comment --comment sluice-e2e: cluster traffic stays local -j REJECT",
-		"OUTPUT -d 10.96.0.0/16 -o eth9 -m comment --comment sluice-e2e: cluster traffic stays local -j REJECT",
+		"filter FORWARD -s 10.244.0.0/16 -o eth9 -m comment --comment sluice-e2e: cluster traffic stays local -j DROP",
+		"filter FORWARD -d 10.244.0.0/16 -i eth9 -m comment --comment sluice-e2e: cluster traffic stays local -j DROP",
+		"mangle POSTROUTING -d 10.244.0.0/16 -o eth9 -m comment --comment sluice-e2e: cluster traffic stays local -j DROP",
+		"mangle POSTROUTING -d 10.96.0.0/16 -o eth9 -m comment --comment sluice-e2e: cluster traffic stays local -j DROP",
 	}
 	if !slices.Equal(joined, want) {
 		t.Errorf("guard rules:\n%s\nwant\n%s", strings.Join(joined, "\n"), strings.Join(want, "\n"))
