@@ -63,7 +63,8 @@ func (s *stages) done(name string) {
 
 // TestCluster brings a real cluster up, runs a pod and a Service reached
 // from the host through kube-proxy, checks that a second Up changes
-// nothing, tears it down and checks that the host is as before.
+// nothing, tears it down and checks that the host is as before; then does
+// it again with the cluster's processes killed before Down.
 func TestCluster(t *testing.T) {
 	requireCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
@@ -266,6 +267,48 @@ func TestCluster(t *testing.T) {
 	}
 	if _, err := os.Stat(cfg.path(beforeFile)); err == nil {
 		t.Errorf("Down left %s behind after a clean teardown", cfg.path(beforeFile))
+	}
+
+	// A run that dies: the node's main processes are killed with pods
+	// running (their shims and containers stay), and Down must still give
+	// the host back.
+	cl, err = Up(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Up after Down: %v", err)
+	}
+	if _, err := cl.Client.CoreV1().Pods(ns).Create(ctx, pause, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := poll(ctx, 3*time.Minute, "pod pause running", func(ctx context.Context) error {
+		p, err := cl.Client.CoreV1().Pods(ns).Get(ctx, "pause", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if p.Status.Phase != corev1.PodRunning {
+			return fmt.Errorf("phase %s", p.Status.Phase)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st.done("Up again, pause pod running")
+	for _, name := range []string{"containerd", "kubelet", "kube-apiserver", "etcd"} {
+		pid, _, ok := recordedProcess(cfg, name)
+		if !ok {
+			t.Fatalf("no PID recorded for %s", name)
+		}
+		killPID(pid)
+	}
+	if err := Down(ctx, cfg); err != nil {
+		t.Fatalf("Down after the cluster's processes were killed: %v", err)
+	}
+	st.done("Down after a crash")
+	after, err = snapshotHost(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := before.diff(after); len(d) > 0 {
+		t.Errorf("host differs from before Up after the crash:\n  %s", strings.Join(d, "\n  "))
 	}
 }
 
