@@ -37,7 +37,7 @@ func requireCluster(t *testing.T) {
 	t.Helper()
 	required := os.Getenv(RequireEnv) == "1"
 	if !required && os.Getenv(EnableEnv) != "1" {
-		t.Skipf("a real single-node cluster takes minutes: set %s=1 (as root) to run it", EnableEnv)
+		t.Skipf("a real single-node cluster (about a minute once hack/kube-node.sh has built its binaries, which takes 5 to 45 minutes): set %s=1 (as root) to run it", EnableEnv)
 	}
 	if os.Geteuid() != 0 {
 		if required {
@@ -131,6 +131,15 @@ func TestCluster(t *testing.T) {
 	}
 	if err := coreDNSReady(ctx, cl.Client); err != nil {
 		t.Fatalf("CoreDNS after Up: %v", err)
+	}
+
+	// Importing again is harmless; a missing archive is named.
+	if err := cl.ImportImages(ctx, echoTar); err != nil {
+		t.Errorf("ImportImages(%s) again: %v", echoTar, err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing.tar")
+	if err := cl.ImportImages(ctx, missing); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("ImportImages(%s) = %v, want an error naming the archive", missing, err)
 	}
 
 	cs := cl.Client
