@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,32 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 )
-
-// Environment variables that decide whether TestCluster runs.
-const (
-	// EnableEnv set to 1 runs TestCluster (it needs root, and builds the
-	// binaries with hack/kube-node.sh on its first run).
-	EnableEnv = "SLUICE_E2E_CLUSTER"
-	// RequireEnv set to 1 runs it too, and makes it fail instead of skip
-	// when it cannot run (not root).
-	RequireEnv = "SLUICE_REQUIRE_CLUSTER"
-)
-
-// requireCluster skips (or, under SLUICE_REQUIRE_CLUSTER=1, fails) unless
-// the real-cluster test is wanted and can run.
-func requireCluster(t *testing.T) {
-	t.Helper()
-	required := os.Getenv(RequireEnv) == "1"
-	if !required && os.Getenv(EnableEnv) != "1" {
-		t.Skipf("a real single-node cluster (about a minute once hack/kube-node.sh has built its binaries, which takes 5 to 45 minutes): set %s=1 (as root) to run it", EnableEnv)
-	}
-	if os.Geteuid() != 0 {
-		if required {
-			t.Fatalf("%s=1 but not root: the cluster runs containerd and the kubelet and creates interfaces and iptables rules", RequireEnv)
-		}
-		t.Skip("not root: the cluster runs containerd and the kubelet and creates interfaces and iptables rules")
-	}
-}
 
 // stages records how long each step of the test took.
 type stages struct {
@@ -66,24 +39,17 @@ func (s *stages) done(name string) {
 // nothing, tears it down and checks that the host is as before; then does
 // it again with the cluster's processes killed before Down.
 func TestCluster(t *testing.T) {
-	requireCluster(t)
+	Require(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	st := &stages{t: t, last: time.Now()}
 	defer func() { t.Logf("stage durations:\n%s", strings.Join(st.lines, "\n")) }()
 
-	root, err := ModuleRoot(ctx)
+	bin, err := EnsureBinaries(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	build := exec.CommandContext(ctx, "bash", filepath.Join(root, "hack", "kube-node.sh"))
-	var buildLog bytes.Buffer
-	build.Stderr = &buildLog
-	if out, err := build.Output(); err != nil {
-		t.Fatalf("hack/kube-node.sh: %v\n%s", err, buildLog.String())
-	} else {
-		t.Logf("binaries in %s", strings.TrimSpace(string(out)))
-	}
+	t.Logf("binaries in %s", bin)
 	st.done("binaries (hack/kube-node.sh)")
 
 	cfg, err := Config{WorkDir: testWorkDir(t)}.Defaults()
@@ -261,7 +227,20 @@ func TestCluster(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(ns).Get(ctx, "pause", metav1.GetOptions{}); err != nil {
 		t.Errorf("after the second Up: %v", err)
 	}
-	st.done("second Up (no-op)")
+	// ForTest hands a test the running cluster and leaves it running.
+	t.Run("ForTest reuses the running cluster", func(t *testing.T) {
+		got := ForTest(t, cfg)
+		if got.Kubeconfig != cl.Kubeconfig {
+			t.Errorf("ForTest returned kubeconfig %s, want %s", got.Kubeconfig, cl.Kubeconfig)
+		}
+	})
+	if err := cl.Healthy(ctx); err != nil {
+		t.Errorf("after ForTest's test ended: %v", err)
+	}
+	if got := recordedPIDs(cfg); got != pidsBefore {
+		t.Errorf("ForTest restarted processes")
+	}
+	st.done("second Up (no-op), ForTest")
 
 	if err := Down(ctx, cfg); err != nil {
 		t.Fatalf("Down: %v", err)
