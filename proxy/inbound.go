@@ -77,7 +77,9 @@ func (p *Proxy) authzCounters(srv *policy.Server, allowName, denyName, what stri
 const maxPortPolicies = 64
 
 // portPolicy is the policy in force on one port other than the app port.
-type portPolicy struct{ cur atomic.Pointer[enforcedPolicy] }
+type portPolicy struct {
+	cur atomic.Pointer[enforcedPolicy]
+}
 
 // setPolicy enforces a policy the control plane sent for the app port.
 func (p *Proxy) setPolicy(srv policy.Server) {

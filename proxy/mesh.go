@@ -58,8 +58,8 @@ type meshClient struct {
 	watchPending []*controlplane.PolicyWatch
 	watchClosed  bool
 	watches      sync.WaitGroup
-	serverTLS *tls.Config
-	synced    atomic.Bool // discovery delivered every first message once
+	serverTLS    *tls.Config
+	synced       atomic.Bool // discovery delivered every first message once
 
 	certRefreshes *metrics.Counter
 	certExpiry    *metrics.Gauge

@@ -89,10 +89,10 @@ type Proxy struct {
 	appPort atomic.Int32
 	// portPolicies holds the policies of the other ports that inbound
 	// connections reach with inbound.originalDst: port -> *portPolicy.
-	portPolicies     sync.Map
-	portPolicyCount  atomic.Int32
-	inboundOrigDst   atomic.Bool
-	peers  sync.Map                       // client identity -> *dispatch.Peer
+	portPolicies    sync.Map
+	portPolicyCount atomic.Int32
+	inboundOrigDst  atomic.Bool
+	peers           sync.Map // client identity -> *dispatch.Peer
 
 	detected sync.Map // detectKey -> *metrics.Counter
 }
