@@ -10,7 +10,7 @@
 // The tests need root, ip (iproute2), iptables and setpriv (util-linux). When
 // one is missing they skip, unless SLUICE_REQUIRE_NETNS=1 (CI), which makes
 // them fail with the reason. They use only addresses inside the namespaces
-// they create, or on that one host veth, whose /24 no host address or route
-// mentions; they never touch the host namespace's iptables, and they check
-// that the host is left as it was.
+// they create, or on that one host veth, whose /24 overlaps no host route;
+// they never touch the host namespace's iptables, and they check that the
+// host is left as it was.
 package netns

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,18 +56,34 @@ func (n *podNetwork) addr(last int) string { return n.prefix + strconv.Itoa(last
 // hostIP is the host end's address, where the test process listens.
 func (n *podNetwork) hostIP() string { return n.addr(1) }
 
-// pickPrefix returns a random "10.a.b." whose /24 no host address or route
-// mentions.
+// pickPrefix returns a random "10.a.b." whose /24 overlaps no route of the
+// host namespace (its local routes include its own addresses).
 func pickPrefix(t *testing.T) string {
 	t.Helper()
-	host := run(t, "ip", "-4", "addr") + run(t, "ip", "-4", "route", "show", "table", "all")
+	var routes []struct {
+		Dst string `json:"dst"`
+	}
+	decodeJSON(t, run(t, "ip", "-j", "-4", "route", "show", "table", "all"), &routes)
+	var taken []netip.Prefix
+	for _, r := range routes {
+		p, err := netip.ParsePrefix(r.Dst)
+		if err != nil {
+			a, err := netip.ParseAddr(r.Dst)
+			if err != nil {
+				continue // "default" and the like
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		taken = append(taken, p)
+	}
 	for range 100 {
-		prefix := fmt.Sprintf("10.%d.%d.", 64+rand.IntN(191), rand.IntN(256))
-		if !strings.Contains(host, prefix) && !strings.Contains(host, strings.TrimSuffix(prefix, ".")+"/") {
-			return prefix
+		a, b := 64+rand.IntN(191), rand.IntN(256)
+		candidate := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(a), byte(b), 0}), 24)
+		if !slices.ContainsFunc(taken, candidate.Overlaps) {
+			return fmt.Sprintf("10.%d.%d.", a, b)
 		}
 	}
-	t.Fatal("found no free 10.a.b.0/24 for the pod network")
+	t.Fatalf("found no 10.a.b.0/24 for the pod network that overlaps no host route: %v", taken)
 	return ""
 }
 
@@ -114,13 +131,18 @@ func (n *podNetwork) attach(t *testing.T, ns *netns, port, ip string) {
 // hostTraces returns what the host namespace shows of Sluice and of the pod
 // network: rules that name Sluice or the subnet in every iptables backend,
 // and the addresses, routes and links that name the subnet or the host
-// interface. Other tests may change the host meanwhile; these lines are ours.
+// interface. Other tests may change the host meanwhile; these lines are this
+// run's.
 func hostTraces(t *testing.T, prefix, hostIf string) []string {
 	t.Helper()
 	var out []string
+	// Only this run's subnet and interface: a concurrent run has its own,
+	// and `ip link` names the namespaces of veth peers (sluicetest-...).
 	mine := func(line string) bool {
-		l := strings.ToLower(line)
-		return strings.Contains(l, "sluice") || strings.Contains(l, prefix) || strings.Contains(l, hostIf)
+		return strings.Contains(line, prefix) || strings.Contains(line, hostIf)
+	}
+	sluiceRule := func(line string) bool {
+		return strings.Contains(strings.ToLower(line), "sluice") || mine(line)
 	}
 	for _, save := range []string{"iptables-save", "ip6tables-save", "iptables-nft-save", "ip6tables-nft-save", "iptables-legacy-save", "ip6tables-legacy-save"} {
 		if _, err := exec.LookPath(save); err != nil {
@@ -132,7 +154,7 @@ func hostTraces(t *testing.T, prefix, hostIf string) []string {
 			continue
 		}
 		for line := range strings.Lines(string(b)) {
-			if !strings.HasPrefix(line, "#") && mine(line) {
+			if !strings.HasPrefix(line, "#") && sluiceRule(line) {
 				out = append(out, save+": "+strings.TrimSpace(line))
 			}
 		}
