@@ -28,6 +28,7 @@ import (
 	"github.com/sluicehq/sluice/mesh/destination"
 	meshidentity "github.com/sluicehq/sluice/mesh/identity"
 	"github.com/sluicehq/sluice/mesh/localstore"
+	meshpolicy "github.com/sluicehq/sluice/mesh/policy"
 	"github.com/sluicehq/sluice/proxy/config"
 	"github.com/sluicehq/sluice/proxy/policy"
 )
@@ -197,8 +198,9 @@ func checkHostRestored(t *testing.T, prefix, hostIf string) {
 	})
 }
 
-// meshControlPlane is the identity and destination APIs over a local store,
-// served by the test process on the host end of the pod network.
+// meshControlPlane is the identity, destination and inbound policy APIs over
+// a local store, served by the test process on the host end of the pod
+// network. Its default inbound policy is all-authenticated.
 type meshControlPlane struct {
 	addr    string
 	anchors []byte // PEM trust anchors
@@ -239,13 +241,17 @@ func startControlPlane(t *testing.T, ip string) *meshControlPlane {
 	dest := destination.NewServer(cp.store, log)
 	meshv1.RegisterDestinationServer(srv, dest)
 	meshv1.RegisterIdentityServer(srv, meshidentity.NewServer(ca, cp.tokens, 0))
+	identityOf := func(sa, ns string) string { return meshidentity.Name(sa, ns, "", "") }
+	policies := meshpolicy.NewServer(cp.store, policy.AllAuthenticated, nil, identityOf, log)
+	meshv1.RegisterInboundPoliciesServer(srv, policies)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		_ = srv.Serve(&recordingListener{Listener: ln, record: cp.recordPeer})
 	}()
 	t.Cleanup(func() {
-		dest.Close() // its streams wait for changes: end them
+		dest.Close() // their streams wait for changes: end them
+		policies.Close()
 		srv.Stop()
 		<-done
 	})
@@ -566,10 +572,7 @@ type growth struct {
 // looped back into it) or went where it should not.
 func expectGrowth(t *testing.T, before map[string]float64, want ...growth) {
 	t.Helper()
-	ss := make([]series, len(want))
-	for i, g := range want {
-		ss[i] = g.series
-	}
+	ss := seriesOf(want)
 	deadline := time.Now().Add(20 * time.Second)
 	var now map[string]float64
 	for {
@@ -627,7 +630,9 @@ func TestMutualTLSInterception(t *testing.T) {
 	// Linkerd's labels for a request sent in plain text because discovery
 	// gave no identity for its destination.
 	plainOut := series{a.pod, "request_total", map[string]string{"direction": "outbound", "tls": "no_identity", "no_tls_reason": "not_provided_by_service_discovery"}}
-	denied := series{b.pod, "inbound_http_authz_deny_total", map[string]string{"srv_name": policy.AllAuthenticated}}
+	// The control plane's default policy for pod b's port.
+	allowed := series{b.pod, "inbound_http_authz_allow_total", map[string]string{"srv_kind": "default", "srv_name": policy.AllAuthenticated}}
+	denied := series{b.pod, "inbound_http_authz_deny_total", map[string]string{"srv_kind": "default", "srv_name": policy.AllAuthenticated}}
 	aConnsOut := total(a.pod, "protocol_detect_total", "outbound")
 	bConnsIn := total(b.pod, "protocol_detect_total", "inbound")
 
@@ -654,7 +659,7 @@ func TestMutualTLSInterception(t *testing.T) {
 	t.Run("frontend calls the backend's cluster IP over mutual TLS", func(t *testing.T) {
 		want := []growth{
 			{mtlsOut, 1}, {total(a.pod, "request_total", "outbound"), 1},
-			{mtlsIn, 1}, {total(b.pod, "request_total", "inbound"), 1},
+			{mtlsIn, 1}, {total(b.pod, "request_total", "inbound"), 1}, {allowed, 1},
 			{total(a.pod, "request_total", "inbound"), 0}, {total(b.pod, "request_total", "outbound"), 0},
 		}
 		before := measure(t, seriesOf(want))
@@ -680,7 +685,7 @@ func TestMutualTLSInterception(t *testing.T) {
 		const n = 3
 		want := []growth{
 			{mtlsOut, n}, {aConnsOut, n}, {plainOut, 0},
-			{mtlsIn, n}, {total(b.pod, "request_total", "inbound"), n},
+			{mtlsIn, n}, {total(b.pod, "request_total", "inbound"), n}, {allowed, n},
 		}
 		before := measure(t, seriesOf(want))
 		forged := meshidentity.Name("admin", "kube-system", "", "")
@@ -714,7 +719,7 @@ func TestMutualTLSInterception(t *testing.T) {
 		// destination service resolves pod IPs; Sluice's does not yet), so
 		// pod a's proxy forwards the request as it is, and pod b's
 		// all-authenticated policy refuses it.
-		want := []growth{{plainOut, 1}, {mtlsOut, 0}, {denied, 1}, {mtlsIn, 0}}
+		want := []growth{{plainOut, 1}, {mtlsOut, 0}, {denied, 1}, {allowed, 0}, {mtlsIn, 0}}
 		before := measure(t, seriesOf(want))
 		r := a.request(t, helperRequest{url: b.url(appPort, "/echo"), count: 1})
 		if r.status != http.StatusForbidden || !strings.Contains(r.proxyError, "unauthorized") {
@@ -724,7 +729,7 @@ func TestMutualTLSInterception(t *testing.T) {
 	})
 
 	t.Run("clients outside the mesh are refused", func(t *testing.T) {
-		want := []growth{{denied, 2}, {mtlsIn, 0}, {bConnsIn, 2}}
+		want := []growth{{denied, 2}, {allowed, 0}, {mtlsIn, 0}, {bConnsIn, 2}}
 		before := measure(t, seriesOf(want))
 		// From pod c, which has no proxy...
 		r := c.request(t, helperRequest{url: b.url(appPort, "/echo"), count: 1})
