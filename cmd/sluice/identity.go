@@ -131,7 +131,7 @@ func runIdentity(ctx context.Context, o *identityOptions, logger *slog.Logger) e
 			if ca == nil {
 				return nil // ctx done
 			}
-			svc.set(identity.NewServer(ca, auth, 0))
+			svc.set(ca, identity.NewServer(ca, auth, 0))
 			hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 			logger.InfoContext(ctx, "identity CA loaded; certifying", "issuer", ca.Issuer().Subject.String(),
 				"issuerNotAfter", ca.Issuer().NotAfter)
@@ -190,10 +190,16 @@ type pendingIdentity struct {
 
 	mu  sync.Mutex
 	why error
+	ca  *identity.CA
 }
 
-// set makes srv answer from now on.
-func (p *pendingIdentity) set(srv *identity.Server) { p.srv.Store(srv) }
+// set makes srv, which issues from ca, answer from now on.
+func (p *pendingIdentity) set(ca *identity.CA, srv *identity.Server) {
+	p.mu.Lock()
+	p.ca = ca
+	p.mu.Unlock()
+	p.srv.Store(srv)
+}
 
 // setNotReady records why there is no server yet.
 func (p *pendingIdentity) setNotReady(why error) {
@@ -202,21 +208,30 @@ func (p *pendingIdentity) setNotReady(why error) {
 	p.why = why
 }
 
-// ready is the role's readiness check.
+// ready is the role's readiness check: the CA is loaded, and its issuer
+// is valid now.
 func (p *pendingIdentity) ready() error {
-	if p.srv.Load() != nil {
-		return nil
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return fmt.Errorf("identity CA: %v", p.why)
+	if p.srv.Load() == nil {
+		return fmt.Errorf("identity CA: %v", p.why)
+	}
+	iss := p.ca.Issuer()
+	if now := time.Now(); now.Before(iss.NotBefore) || now.After(iss.NotAfter) {
+		return fmt.Errorf("identity CA: the issuer %q is valid from %s to %s, not now: rotate the Secret",
+			iss.Subject.CommonName, iss.NotBefore.Format(time.RFC3339), iss.NotAfter.Format(time.RFC3339))
+	}
+	return nil
 }
 
 // Certify delegates to the server once there is one.
 func (p *pendingIdentity) Certify(ctx context.Context, req *meshv1.CertifyRequest) (*meshv1.CertifyResponse, error) {
 	srv := p.srv.Load()
 	if srv == nil {
-		return nil, status.Errorf(codes.Unavailable, "cannot certify %q yet: %v", req.GetIdentity(), p.ready())
+		p.mu.Lock()
+		why := p.why
+		p.mu.Unlock()
+		return nil, status.Errorf(codes.Unavailable, "cannot certify %q yet: identity CA: %v", req.GetIdentity(), why)
 	}
 	return srv.Certify(ctx, req)
 }

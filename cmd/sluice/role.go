@@ -240,9 +240,11 @@ func (r *role) serve(ctx context.Context) error {
 	}
 
 	var failed error
+	serving := 2 // servers whose Serve has not returned
 	select {
 	case <-ctx.Done():
 	case err := <-serveErr:
+		serving--
 		failed = fmt.Errorf("%s: server stopped: %w", r.name, err)
 		cancel(failed)
 	}
@@ -266,6 +268,9 @@ func (r *role) serve(ctx context.Context) error {
 	}
 	if err := admin.Shutdown(stopCtx); err != nil {
 		_ = admin.Close()
+	}
+	for ; serving > 0; serving-- {
+		<-serveErr
 	}
 	if failed == nil {
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
