@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -269,6 +270,30 @@ func (rc *roleCluster) testDestination(t *testing.T) {
 	if len(eps) != 1 || eps[0].GetAddress() != "10.1.2.3:8080" || eps[0].GetIdentity() != wantID ||
 		eps[0].GetLabels()["deployment"] != "web" {
 		t.Fatalf("first endpoint update = %v; want 10.1.2.3:8080 with identity %s, deployment web", up, wantID)
+	}
+
+	// A second pod joins the Service: the stream adds it.
+	pod2 := rc.meshedPod(t, ns, "web-abc-2", "web", "10.1.2.4", nil)
+	slice := &discoveryv1.EndpointSlice{}
+	if err := rc.c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "web-1"}, slice); err != nil {
+		t.Fatal(err)
+	}
+	slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{
+		Addresses:  []string{"10.1.2.4"},
+		Conditions: discoveryv1.EndpointConditions{Ready: new(true)},
+		TargetRef:  &corev1.ObjectReference{Kind: "Pod", Namespace: ns, Name: pod2.Name, UID: pod2.UID},
+	})
+	if err := rc.c.Update(ctx, slice); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		up, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("GetEndpoints after adding a pod: %v", err)
+		}
+		if slices.ContainsFunc(up.GetAdd().GetEndpoints(), func(e *meshv1.Endpoint) bool { return e.GetAddress() == "10.1.2.4:8080" }) {
+			break
+		}
 	}
 
 	// The inbound policy of the pod's port: the default the flag names.
