@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -91,6 +92,7 @@ func startRole(t *testing.T, o *roleOptions, run func(ctx context.Context, logge
 		r.addr, r.admin = addr.String(), admin.String()
 		close(listening)
 	}
+	before := goleak.IgnoreCurrent()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, logger) }()
@@ -104,6 +106,9 @@ func startRole(t *testing.T, o *roleOptions, run func(ctx context.Context, logge
 		case <-time.After(roleWait):
 			t.Errorf("the role did not stop within %s of its context's end", roleWait)
 		}
+		// Everything the role started has stopped.
+		http.DefaultClient.CloseIdleConnections()
+		goleak.VerifyNone(t, before)
 		if t.Failed() {
 			t.Logf("role logs:\n%s", r.logs.String())
 		}
