@@ -47,6 +47,7 @@ type meshClient struct {
 	cfg       config.ControlPlane
 	log       *slog.Logger
 	conn      *grpc.ClientConn
+	idConn    *grpc.ClientConn // the identity API's, when not at conn's address
 	identity  *controlplane.Identity
 	discovery *controlplane.Discovery
 	policy    *controlplane.PolicyWatch // nil without an inbound listener
@@ -85,6 +86,16 @@ func newMeshClient(p *Proxy, cfg *config.Config) (*meshClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("controlPlane.address %s: %w", cp.Address, err)
 	}
+	idConn := conn
+	if addr := cp.IdentityAddr(); addr != cp.Address {
+		idConn, err = grpc.NewClient(addr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithConnectParams(controlplane.ConnectParams()))
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("controlPlane.identityAddress %s: %w", addr, err)
+		}
+	}
 	m := &meshClient{
 		p:       p,
 		cfg:     cp,
@@ -96,8 +107,11 @@ func newMeshClient(p *Proxy, cfg *config.Config) (*meshClient, error) {
 		certExpiry: p.registry.Gauge("identity_cert_expiration_timestamp_seconds",
 			"When the proxy's current certificate expires, in seconds since the epoch.", nil),
 	}
+	if idConn != conn {
+		m.idConn = idConn
+	}
 	m.identity, err = controlplane.NewIdentity(controlplane.IdentityOptions{
-		Conn: conn,
+		Conn: idConn,
 		Name: cp.Identity,
 		Token: func() ([]byte, error) {
 			return os.ReadFile(cp.TokenFile)
@@ -110,7 +124,7 @@ func newMeshClient(p *Proxy, cfg *config.Config) (*meshClient, error) {
 		},
 	})
 	if err != nil {
-		conn.Close()
+		m.closeConns()
 		return nil, fmt.Errorf("controlPlane: %w", err)
 	}
 	m.serverTLS = certs.ServerConfig(m.identity.Roots(), m.identity.GetCertificate)
@@ -132,7 +146,7 @@ func newMeshClient(p *Proxy, cfg *config.Config) (*meshClient, error) {
 				Logger:   p.log,
 			})
 			if err != nil {
-				conn.Close()
+				m.closeConns()
 				return nil, fmt.Errorf("controlPlane: %w", err)
 			}
 		}
@@ -141,7 +155,7 @@ func newMeshClient(p *Proxy, cfg *config.Config) (*meshClient, error) {
 }
 
 // run runs the identity, discovery and policy clients until ctx ends, then
-// closes the connection to the control plane.
+// closes the connections to the control plane.
 func (m *meshClient) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = m.identity.Run(ctx) })
@@ -171,7 +185,15 @@ func (m *meshClient) run(ctx context.Context) {
 	m.watchClosed = true
 	m.watchMu.Unlock()
 	m.watches.Wait()
+	m.closeConns()
+}
+
+// closeConns closes the connections to the control plane.
+func (m *meshClient) closeConns() {
 	m.conn.Close()
+	if m.idConn != nil {
+		m.idConn.Close()
+	}
 }
 
 // watchPolicy keeps the inbound policy of another port of the workload

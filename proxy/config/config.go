@@ -97,9 +97,13 @@ type Config struct {
 
 // ControlPlane says how to reach Sluice's control plane and who this proxy is.
 type ControlPlane struct {
-	// Address is the host:port of the control plane's gRPC API (destination,
-	// identity and policy).
+	// Address is the host:port of the control plane's gRPC API (destination
+	// and policy; identity too unless IdentityAddress is set).
 	Address string `json:"address"`
+	// IdentityAddress is the host:port of the identity API, when it is not
+	// served at Address (on Kubernetes it is its own service,
+	// sluice-identity); empty means Address.
+	IdentityAddress string `json:"identityAddress,omitempty"`
 	// Identity is the TLS identity this proxy requests, e.g.
 	// "web.default.serviceaccount.identity.sluice.cluster.local".
 	Identity string `json:"identity"`
@@ -114,6 +118,15 @@ type ControlPlane struct {
 	Workload string `json:"workload,omitempty"`
 	// Watch lists services to discover up front besides the listeners' ones.
 	Watch []string `json:"watch,omitempty"`
+}
+
+// IdentityAddr returns the address of the identity API: IdentityAddress,
+// or Address when it is empty.
+func (cp *ControlPlane) IdentityAddr() string {
+	if cp.IdentityAddress != "" {
+		return cp.IdentityAddress
+	}
+	return cp.Address
 }
 
 // Inbound configures the inbound side.

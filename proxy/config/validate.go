@@ -60,6 +60,9 @@ func (c *Config) Validate() error {
 		// Services named here may be discovered from the control plane.
 		known[anyService] = true
 		checkDial(&p, "controlPlane.address", cp.Address)
+		if cp.IdentityAddress != "" {
+			checkDial(&p, "controlPlane.identityAddress", cp.IdentityAddress)
+		}
 		for _, f := range []struct{ name, v string }{
 			{"controlPlane.identity", cp.Identity},
 			{"controlPlane.tokenFile", cp.TokenFile},
