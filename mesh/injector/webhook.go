@@ -24,9 +24,9 @@ import (
 // install` must deploy them.
 const (
 	// WebhookConfigurationName is the MutatingWebhookConfiguration's name.
-	WebhookConfigurationName = "sluice-injector-webhook-config"
+	WebhookConfigurationName = "sluice-injector"
 	// WebhookName is the webhook's name inside it.
-	WebhookName = "sluice-injector.sluice.dev"
+	WebhookName = "inject.sluice.dev"
 	// WebhookServiceName is the Service in front of `sluice injector`, on
 	// WebhookServicePort; the API server calls WebhookPath.
 	WebhookServiceName = "sluice-injector"
