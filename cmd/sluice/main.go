@@ -76,6 +76,7 @@ Local mode runs everything on this machine from Kubernetes-style YAML:
 	root.AddCommand(newInjectCmd())
 	root.AddCommand(canaryCommands(g)...)
 	root.AddCommand(newControllerCmd())
+	root.AddCommand(newInjectorCmd())
 	root.AddCommand(newGateCmd(g), newRollbackCmd(g), newLoadTestCmd())
 	return root
 }
