@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -92,6 +93,9 @@ and every namespace it injects a pod in, and keeps the copies up to date.
 	f.StringVar(&o.cfg.TrustDomain, "trust-domain", identity.DefaultTrustDomain, "the mesh's trust domain")
 	f.StringVar(&o.cfg.ClusterDomain, "cluster-domain", injector.DefaultClusterDomain, "the cluster's DNS domain")
 	f.StringVar(&o.pullPolicy, "image-pull-policy", string(corev1.PullIfNotPresent), "image pull policy of the injected containers: Always, IfNotPresent or Never")
+	f.StringVar(&o.cfg.LogLevel, "proxy-log-level", injector.DefaultLogLevel, "the injected proxies' log level (debug, info, warn or error); a config.sluice.dev/proxy-log-level annotation overrides it")
+	f.StringVar(&o.cfg.DefaultInboundPolicy, "default-inbound-policy", "", "the injected proxies' default inbound policy ("+strings.Join(injector.DefaultInboundPolicies, ", ")+
+		"); the proxy's own default (all-unauthenticated) when empty; a config.sluice.dev/default-inbound-policy annotation overrides it")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	return cmd
 }
@@ -120,6 +124,12 @@ func (o *injectorOptions) validate() error {
 		return fmt.Errorf("--image-pull-policy %q: want Always, IfNotPresent or Never", o.pullPolicy)
 	}
 	o.cfg.ImagePullPolicy = corev1.PullPolicy(o.pullPolicy)
+	if levels := []string{"debug", "info", "warn", "error"}; !slices.Contains(levels, o.cfg.LogLevel) {
+		return fmt.Errorf("--proxy-log-level %q: want debug, info, warn or error", o.cfg.LogLevel)
+	}
+	if p := o.cfg.DefaultInboundPolicy; p != "" && !slices.Contains(injector.DefaultInboundPolicies, p) {
+		return fmt.Errorf("--default-inbound-policy %q: want one of %s", p, strings.Join(injector.DefaultInboundPolicies, ", "))
+	}
 	for _, s := range []struct{ flag, value string }{
 		{"--proxy-image", o.cfg.ProxyImage}, {"--proxy-version", o.cfg.ProxyVersion},
 		{"--controller-namespace", o.cfg.ControlPlaneNamespace}, {"--trust-domain", o.cfg.TrustDomain},

@@ -116,6 +116,10 @@ current-context: c
 			`--image-pull-policy "Sometimes": want Always, IfNotPresent or Never`},
 		{"log level", []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--log-level", "loud"},
 			`--log-level "loud": want debug, info, warn or error`},
+		{"proxy log level", []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--proxy-log-level", "trace"},
+			`--proxy-log-level "trace": want debug, info, warn or error`},
+		{"inbound policy", []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--default-inbound-policy", "allow"},
+			`--default-inbound-policy "allow": want one of all-unauthenticated, `},
 		{"empty namespace", []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--controller-namespace", ""},
 			"--controller-namespace must not be empty"},
 		{"argument", []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile, "extra"},
@@ -165,6 +169,7 @@ func TestInjectorCommand(t *testing.T) {
 		"--tls-cert-file", certFile, "--tls-key-file", keyFile,
 		"--proxy-image", "registry.example/sluice-proxy", "--proxy-version", "v1.2.3",
 		"--image-pull-policy", "Always", "--cluster-domain", "corp.example",
+		"--proxy-log-level", "debug", "--default-inbound-policy", "all-authenticated",
 	})
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -246,6 +251,8 @@ func TestInjectorCommand(t *testing.T) {
 		`"imagePullPolicy":"Always"`,
 		`"restartPolicy":"Always"`, // native sidecar: the API server is 1.29 or later
 		`sluice-identity.sluice.svc.corp.example:8080`,
+		`\"logLevel\": \"debug\"`,
+		`\"defaultPolicy\": \"all-authenticated\"`,
 	} {
 		if !strings.Contains(patch, want) {
 			t.Errorf("the patch has no %s:\n%s", want, patch)

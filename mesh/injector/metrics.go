@@ -9,10 +9,14 @@ import (
 // for, or already injected) or errored (an invalid annotation, a pod that
 // could not be decoded or patched). A nil *Metrics counts nothing.
 type Metrics struct {
+	// Admitted counts the pod creations reviewed.
 	Admitted prometheus.Counter
+	// Injected counts the pods the sidecar was added to.
 	Injected prometheus.Counter
-	Skipped  prometheus.Counter
-	Errored  prometheus.Counter
+	// Skipped counts the pods left alone by Inject's rules.
+	Skipped prometheus.Counter
+	// Errored counts the pods admitted unmodified because of an error.
+	Errored prometheus.Counter
 }
 
 // NewMetrics makes the counters sluice_injector_pods_{admitted,injected,
