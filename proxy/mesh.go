@@ -50,8 +50,16 @@ type meshClient struct {
 	identity  *controlplane.Identity
 	discovery *controlplane.Discovery
 	policy    *controlplane.PolicyWatch // nil without an inbound listener
-	serverTLS *tls.Config
-	synced    atomic.Bool // discovery delivered every first message once
+
+	// watchMu guards the policy watches of further ports (watchPolicy):
+	// those asked for before run are started by run, none after it ends.
+	watchMu      sync.Mutex
+	watchCtx     context.Context
+	watchPending []*controlplane.PolicyWatch
+	watchClosed  bool
+	watches      sync.WaitGroup
+	serverTLS    *tls.Config
+	synced       atomic.Bool // discovery delivered every first message once
 
 	certRefreshes *metrics.Counter
 	certExpiry    *metrics.Gauge
@@ -151,8 +159,41 @@ func (m *meshClient) run(ctx context.Context) {
 	if m.policy != nil {
 		wg.Go(func() { _ = m.policy.Run(ctx) })
 	}
+	m.watchMu.Lock()
+	m.watchCtx = ctx
+	for _, w := range m.watchPending {
+		m.watches.Go(func() { _ = w.Run(ctx) })
+	}
+	m.watchPending = nil
+	m.watchMu.Unlock()
 	wg.Wait()
+	m.watchMu.Lock()
+	m.watchClosed = true
+	m.watchMu.Unlock()
+	m.watches.Wait()
 	m.conn.Close()
+}
+
+// watchPolicy keeps the inbound policy of another port of the workload
+// current, calling onUpdate with each policy the control plane sends.
+func (m *meshClient) watchPolicy(port int, onUpdate func(policy.Server)) {
+	w, err := controlplane.NewPolicyWatch(controlplane.PolicyOptions{
+		Conn: m.conn, Workload: m.cfg.Workload, Port: port, OnUpdate: onUpdate, Logger: m.log,
+	})
+	if err != nil {
+		m.log.Warn("cannot watch the inbound policy of a port; its default policy stays in force", "port", port, "err", err)
+		return
+	}
+	m.watchMu.Lock()
+	defer m.watchMu.Unlock()
+	switch {
+	case m.watchClosed:
+	case m.watchCtx == nil:
+		m.watchPending = append(m.watchPending, w)
+	default:
+		ctx := m.watchCtx
+		m.watches.Go(func() { _ = w.Run(ctx) })
+	}
 }
 
 // ready reports whether the proxy is certified and has discovered what it

@@ -118,12 +118,18 @@ type ControlPlane struct {
 
 // Inbound configures the inbound side.
 type Inbound struct {
-	// Listen is the inbound listener's address. When App is set it defaults to
-	// ":4143"; with neither set (or with "off") there is no inbound listener.
+	// Listen is the inbound listener's address. When App or OriginalDst is set
+	// it defaults to ":4143"; with none of them set (or with "off") there is no inbound listener.
 	Listen string `json:"listen"`
 	// App is the application's local address, e.g. 127.0.0.1:8080; required
-	// when Listen is set.
+	// when Listen is set, unless OriginalDst is.
 	App string `json:"app"`
+	// OriginalDst sends each inbound connection that iptables redirected to
+	// the proxy on to the address it was addressed to (its SO_ORIGINAL_DST:
+	// the pod's own IP and the port the client dialled), so every port of
+	// the pod is served, each under its own inbound policy. Connections that
+	// reach the listener directly go to App.
+	OriginalDst bool `json:"originalDst,omitempty"`
 	// Protocol skips detection for inbound connections when set.
 	Protocol routetable.Protocol `json:"protocol,omitempty"`
 	// DefaultPolicy is the inbound authorization policy in force until the
@@ -170,7 +176,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Admin == "" {
 		c.Admin = DefaultAdmin
 	}
-	if c.Inbound.Listen == "" && c.Inbound.App != "" {
+	if c.Inbound.Listen == "" && (c.Inbound.App != "" || c.Inbound.OriginalDst) {
 		c.Inbound.Listen = DefaultInboundListen
 	}
 	if c.Outbound.Listen == "" {

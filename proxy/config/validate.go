@@ -38,8 +38,8 @@ func (c *Config) Validate() error {
 	if c.Inbound.Listen != "" {
 		checkListen(&p, "inbound.listen", c.Inbound.Listen, true)
 	}
-	if c.Inbound.Enabled() && c.Inbound.App == "" {
-		p.add("inbound.app", "required when inbound.listen is set (the application's address, e.g. 127.0.0.1:8080)")
+	if c.Inbound.Enabled() && c.Inbound.App == "" && !c.Inbound.OriginalDst {
+		p.add("inbound.app", "required when inbound.listen is set and inbound.originalDst is not (the application's address, e.g. 127.0.0.1:8080)")
 	}
 	if c.Inbound.App != "" {
 		checkDial(&p, "inbound.app", c.Inbound.App)
