@@ -45,9 +45,9 @@
 // proxy reaches the destination service at controlPlane.address and the
 // identity service at controlPlane.identityAddress. Its inbound side runs
 // with originalDst: each redirected connection goes to the port its client
-// dialled, so every TCP port of the pod is served (but those in
-// skip-inbound-ports); inbound.app, the first declared TCP port, is only the
-// fallback for connections that were not redirected.
+// dialled, so every TCP port of the pod is served, declared or not (but
+// those in skip-inbound-ports); inbound.app, the first declared TCP port, is
+// only the fallback for connections that were not redirected.
 package injector
 
 import (

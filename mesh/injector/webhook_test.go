@@ -118,8 +118,9 @@ func TestHandlerRoundTrip(t *testing.T) {
 	}{
 		{name: "deployment pod", input: "deployment.input.yaml", ns: "shop", wantPatch: true},
 		{name: "namespace from the request", input: "deployment.input.yaml", ns: "shop", clearNS: true, wantPatch: true},
-		{name: "job pod", input: "job.input.yaml", ns: "shop", wantPatch: true,
-			wantWarn: []string{"sluice: no container declares a TCP port"}},
+		{name: "job pod", input: "job.input.yaml", ns: "shop", wantPatch: true},
+		{name: "udp pod", input: "udp.input.yaml", ns: "shop", wantPatch: true,
+			wantWarn: []string{"sluice: container cache port 53/UDP is not proxied"}},
 		{name: "annotations", input: "annotations.input.yaml", ns: "shop", wantPatch: true},
 		{name: "disabled", input: "disabled.input.yaml", ns: "shop"},
 		{name: "namespace not enabled", input: "deployment.input.yaml", ns: "plain"},
