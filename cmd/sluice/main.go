@@ -76,7 +76,7 @@ Local mode runs everything on this machine from Kubernetes-style YAML:
 	root.AddCommand(newInjectCmd())
 	root.AddCommand(canaryCommands(g)...)
 	root.AddCommand(newControllerCmd())
-	root.AddCommand(newDestinationCmd(), newIdentityCmd(), newTelemetryCmd())
+	root.AddCommand(newDestinationCmd(), newIdentityCmd(), newTelemetryCmd(), newInjectorCmd())
 	root.AddCommand(newGateCmd(g), newRollbackCmd(g), newLoadTestCmd())
 	return root
 }
