@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -431,5 +432,49 @@ func TestErrors(t *testing.T) {
 	}
 	if _, err := (GoBinary{Package: "./testdata/hello"}).Build(t.Context()); err == nil || !strings.Contains(err.Error(), "Path must be set") {
 		t.Errorf("GoBinary without Path: %v", err)
+	}
+}
+
+// TestGoBinaryAtVersion builds a program from a module version (as the e2e
+// harness does for coredns), offline from the module cache: h2spec, which
+// hack/tools.sh installs.
+func TestGoBinaryAtVersion(t *testing.T) {
+	const pkg = "github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible"
+	modcache, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The module cache's download directory is a file-based module proxy.
+	t.Setenv("GOPROXY", "file://"+filepath.Join(strings.TrimSpace(string(modcache)), "cache", "download"))
+	t.Setenv("GOSUMDB", "off")
+	f, err := GoBinary{Package: pkg, LDFlags: "-s -w", Path: "/usr/local/bin/h2spec"}.Build(t.Context())
+	if err != nil {
+		if strings.Contains(err.Error(), "not found") || strings.Contains(err.Error(), "no such file") {
+			t.Skipf("%s is not in the module cache: %v", pkg, err)
+		}
+		t.Fatal(err)
+	}
+	if f.Path != "/usr/local/bin/h2spec" || f.Mode != 0o755 || len(f.Data) < 1<<20 {
+		t.Errorf("file %s mode %o, %d bytes", f.Path, f.Mode, len(f.Data))
+	}
+	// Static: an ELF without an interpreter (PT_INTERP) runs anywhere.
+	bin := filepath.Join(t.TempDir(), "h2spec")
+	if err := os.WriteFile(bin, f.Data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ef, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ef.Close()
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("%s is dynamically linked: CGO_ENABLED=0 was not applied", pkg)
+		}
+	}
+
+	_, err = GoBinary{Package: "example.invalid/nothing@v1.0.0", Path: "/x"}.Build(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "go install example.invalid/nothing@v1.0.0 (for /x)") {
+		t.Errorf("go install of a missing module: %v", err)
 	}
 }
