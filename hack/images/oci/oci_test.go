@@ -130,11 +130,18 @@ func TestBuildWriteLayoutReadBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "out", "hello")
-	// A stale file in an existing layout must not survive the rewrite.
+	// A directory that is not a layout is not replaced.
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "stale"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteLayout(dir, testRef, img); err == nil || !strings.Contains(err.Error(), "refusing to replace "+dir) {
+		t.Fatalf("WriteLayout over a directory that is not a layout: %v", err)
+	}
+	// A stale file in an existing layout must not survive the rewrite.
+	if err := os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := WriteLayout(dir, testRef, img); err != nil {
@@ -317,13 +324,16 @@ func TestSameInputsSameDigest(t *testing.T) {
 }
 
 func TestWriteTarIsAnOCILayout(t *testing.T) {
-	img, err := testImage(t, false).Build(t.Context())
+	spec := testImage(t, false)
+	spec.Ref = testRef
+	p := filepath.Join(t.TempDir(), "images", "hello.tar")
+	img, err := spec.Write(t.Context(), "", p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), "images", "hello.tar")
-	if err := WriteTar(p, testRef, img); err != nil {
-		t.Fatal(err)
+	// The built image itself is consistent: digests and diffIDs match.
+	if err := validate.Image(img); err != nil {
+		t.Fatalf("the built image is not valid: %v", err)
 	}
 	f, err := os.Open(p)
 	if err != nil {
@@ -410,6 +420,12 @@ func TestErrors(t *testing.T) {
 	img, err := Image{Entrypoint: []string{"/a"}, Files: []File{ok}}.Build(t.Context())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := (Image{Ref: "no-tag.example.test/x", Entrypoint: []string{"/a"}}).Write(t.Context(), t.TempDir(), ""); err == nil || !strings.Contains(err.Error(), `image reference "no-tag.example.test/x"`) {
+		t.Errorf("Write with a Ref without tag: %v", err)
+	}
+	if _, err := (Image{Ref: testRef}).Write(t.Context(), t.TempDir(), ""); err == nil || !strings.Contains(err.Error(), "image "+testRef+": image has neither Entrypoint nor Cmd") {
+		t.Errorf("Write of an image without entrypoint: %v", err)
 	}
 	for _, ref := range []string{"hello", "hello:v1", "example.test/hello", "example.test/hello@sha256:" + strings.Repeat("0", 64), "Example.test/UPPER:v1"} {
 		if err := WriteLayout(filepath.Join(t.TempDir(), "l"), ref, img); err == nil || !strings.Contains(err.Error(), "image reference") {
