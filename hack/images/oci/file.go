@@ -188,7 +188,7 @@ func writeLayerTar(ctx context.Context, w io.Writer, es []entry) error {
 			Mode:    tarMode(e.Mode),
 			Uid:     e.UID,
 			Gid:     e.GID,
-			ModTime: Epoch,
+			ModTime: epoch,
 			Format:  tar.FormatPAX,
 		}
 		var data []byte

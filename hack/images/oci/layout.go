@@ -139,7 +139,7 @@ func WriteTar(path, ref string, img v1.Image) error {
 }
 
 // tarDir writes the tree under root to w in lexical order, with relative
-// names, root ownership, modes 0755/0644 and Epoch times.
+// names, root ownership, modes 0755/0644 and epoch times.
 func tarDir(w io.Writer, root string) error {
 	tw := tar.NewWriter(w)
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -150,7 +150,7 @@ func tarDir(w io.Writer, root string) error {
 		if err != nil {
 			return err
 		}
-		hdr := &tar.Header{Name: filepath.ToSlash(rel), ModTime: Epoch, Format: tar.FormatPAX}
+		hdr := &tar.Header{Name: filepath.ToSlash(rel), ModTime: epoch, Format: tar.FormatPAX}
 		switch {
 		case d.IsDir():
 			hdr.Typeflag, hdr.Name, hdr.Mode = tar.TypeDir, hdr.Name+"/", 0o755

@@ -42,9 +42,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// Epoch is the creation time written into every image and the modification
+// epoch is the creation time written into every image and the modification
 // time of every layer entry, so that builds are reproducible.
-var Epoch = time.Unix(0, 0).UTC()
+var epoch = time.Unix(0, 0).UTC()
 
 // DefaultPath is the PATH that Build adds to an image whose Env sets none.
 const DefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -115,7 +115,7 @@ func (i Image) Build(ctx context.Context) (v1.Image, error) {
 	img, err = mutate.Append(img, mutate.Addendum{
 		Layer: layer,
 		History: v1.History{
-			Created:   v1.Time{Time: Epoch},
+			Created:   v1.Time{Time: epoch},
 			CreatedBy: "sluice hack/images/oci",
 			Comment:   fmt.Sprintf("%d files", len(i.Files)),
 		},
@@ -130,7 +130,7 @@ func (i Image) Build(ctx context.Context) (v1.Image, error) {
 	cf = cf.DeepCopy()
 	cf.Architecture = runtime.GOARCH
 	cf.OS = "linux"
-	cf.Created = v1.Time{Time: Epoch}
+	cf.Created = v1.Time{Time: epoch}
 	env := slices.Clone(i.Env)
 	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "PATH=") }) {
 		env = append(env, DefaultPath)

@@ -191,8 +191,8 @@ func TestBuildWriteLayoutReadBack(t *testing.T) {
 	if cf.OS != "linux" || cf.Architecture != runtime.GOARCH {
 		t.Errorf("platform %s/%s, want linux/%s", cf.OS, cf.Architecture, runtime.GOARCH)
 	}
-	if !cf.Created.Time.Equal(Epoch) {
-		t.Errorf("created %v, want %v", cf.Created, Epoch)
+	if !cf.Created.Time.Equal(epoch) {
+		t.Errorf("created %v, want %v", cf.Created, epoch)
 	}
 	c := cf.Config
 	if !slices.Equal(c.Entrypoint, []string{"/usr/local/bin/hello"}) || !slices.Equal(c.Cmd, []string{"--flag"}) {
@@ -253,8 +253,8 @@ func TestBuildWriteLayoutReadBack(t *testing.T) {
 		if h.Typeflag != tt.typeflag || h.Mode != tt.mode || h.Uid != tt.uid || h.Linkname != tt.linkname {
 			t.Errorf("%s: type %c mode %o uid %d link %q; want %c %o %d %q", tt.name, h.Typeflag, h.Mode, h.Uid, h.Linkname, tt.typeflag, tt.mode, tt.uid, tt.linkname)
 		}
-		if !h.ModTime.Equal(Epoch) {
-			t.Errorf("%s: mtime %v, want %v", tt.name, h.ModTime, Epoch)
+		if !h.ModTime.Equal(epoch) {
+			t.Errorf("%s: mtime %v, want %v", tt.name, h.ModTime, epoch)
 		}
 		if tt.data != "" && string(e.data) != tt.data {
 			t.Errorf("%s: content %q, want %q", tt.name, e.data, tt.data)
@@ -368,7 +368,7 @@ func TestWriteTarIsAnOCILayout(t *testing.T) {
 		if got := hex.EncodeToString(sum[:]); got != strings.TrimPrefix(name, "blobs/sha256/") {
 			t.Errorf("blob %s has sha256 %s", name, got)
 		}
-		if !e.hdr.ModTime.Equal(Epoch) || e.hdr.Uid != 0 || e.hdr.Mode != 0o644 {
+		if !e.hdr.ModTime.Equal(epoch) || e.hdr.Uid != 0 || e.hdr.Mode != 0o644 {
 			t.Errorf("blob %s: mtime %v uid %d mode %o", name, e.hdr.ModTime, e.hdr.Uid, e.hdr.Mode)
 		}
 	}
