@@ -11,7 +11,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build test test-unit tools tools-bench envtest generate bench demo fmt vet clean
+.PHONY: all build test test-unit tools tools-bench envtest generate bench demo fmt vet clean images
 
 all: build
 
@@ -21,6 +21,12 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice-proxy ./cmd/sluice-proxy
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice ./cmd/sluice
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice-demo-app ./examples/app
+
+## images: OCI layouts and ctr-importable tars of the sluice, sluice-proxy,
+## sluice-demo-app and pause images, in $(SLUICE_CACHE)/images (no Docker needed)
+images:
+	@bash hack/tools.sh images
+	$(GO) run ./hack/images -out $(SLUICE_CACHE)/images -version $(VERSION)
 
 ## tools: what the tests need (h2spec, iptables, iproute2), cached outside the repo
 tools:
