@@ -337,7 +337,9 @@ type meshedPod struct {
 }
 
 // meshProxyConfig is a meshed pod's proxy configuration, as the injector
-// would write it: the standard ports, the application on loopback, every
+// would write it: the standard ports, inbound connections forwarded to
+// their original destination (the application on loopback for connections
+// made to the proxy itself), every
 // inbound connection required to be mutually authenticated until the
 // control plane says otherwise, and the control plane on the host end of
 // the pod network. watch lists the services it discovers up front.
@@ -348,6 +350,7 @@ func meshProxyConfig(t *testing.T, p *meshedPod, cp *meshControlPlane, tokenFile
 		Inbound: config.Inbound{
 			Listen:        fmt.Sprintf(":%d", inboundPort),
 			App:           fmt.Sprintf("127.0.0.1:%d", appPort),
+			OriginalDst:   true,
 			DefaultPolicy: policy.AllAuthenticated,
 		},
 		Outbound:      config.Outbound{Listen: fmt.Sprintf("127.0.0.1:%d", outboundPort)},
@@ -705,8 +708,10 @@ func TestMutualTLSInterception(t *testing.T) {
 			t.Errorf("answered by %q, want the backend b-v1", echo.Version)
 		}
 		// Pod b's application sees its own proxy, never pod a.
-		if host := hostOf(echo.Remote); host != "127.0.0.1" {
-			t.Errorf("the backend saw client %s, want 127.0.0.1 (pod b's inbound proxy), not pod a's %s", echo.Remote, a.ip)
+		// Its proxy forwards to the original destination (inbound.originalDst):
+		// the pod's own address and the port pod a dialled.
+		if host := hostOf(echo.Remote); host != b.ip {
+			t.Errorf("the backend saw client %s, want %s (pod b's inbound proxy, forwarding to the original destination), not pod a's %s", echo.Remote, b.ip, a.ip)
 		}
 		if ids := echo.Headers.Values("Sluice-Client-Id"); !slices.Equal(ids, []string{a.identity}) {
 			t.Errorf("the backend got sluice-client-id %q, want only pod a's verified identity %q", ids, a.identity)
