@@ -99,7 +99,7 @@ func (kc *kubeChecker) run(ctx context.Context) []checkCategory {
 // native sidecars; ok is false when it cannot be reached.
 func (kc *kubeChecker) checkAPI(ctx context.Context) (checkCategory, bool) {
 	cat := checkCategory{Name: "kubernetes-api"}
-	cat.Results = append(cat.Results, checkResult{Name: "can initialize the client", OK: true, Detail: kc.k.String()})
+	cat.Results = append(cat.Results, checkResult{Name: "can initialize the client", OK: true, Detail: kc.k.detail()})
 	dc, err := discovery.NewDiscoveryClientForConfig(kc.k.cfg)
 	if err != nil {
 		cat.Results = append(cat.Results, checkResult{Name: "can query the Kubernetes API", Hints: []string{err.Error()}})

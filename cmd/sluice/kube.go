@@ -103,6 +103,14 @@ func (k *kubeTarget) String() string {
 	return k.cfg.Host
 }
 
+// detail names the cluster for check's first line.
+func (k *kubeTarget) detail() string {
+	if k.context != "" {
+		return k.cfg.Host + ", context " + k.context
+	}
+	return k.cfg.Host + ", in-cluster"
+}
+
 // canaries returns the canary backend of the cluster.
 func (k *kubeTarget) canaries() *kubeBackend { return &kubeBackend{k: k} }
 

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -121,6 +122,7 @@ func TestKubernetesCLI(t *testing.T) {
 	t.Run("identity", func(t *testing.T) { testKubeIdentity(t, c, sluice) })
 	t.Run("webhook", func(t *testing.T) { testKubeWebhook(t, c, sluice) })
 	t.Run("proxies", func(t *testing.T) { testKubeProxies(t, c, sluice) })
+	t.Run("stat", func(t *testing.T) { testKubeStat(t, c, sluice) })
 }
 
 func testCanary(ns, name string) *v1beta1.Canary {
@@ -584,5 +586,89 @@ func testKubeProxies(t *testing.T, c client.Client, sluice func(...string) cliRu
 	want = "‼ data plane proxies are ready (0/0 in namespace kube-system)\n    no pod runs sluice-proxy in namespace kube-system"
 	if !strings.Contains(r.out, want) {
 		t.Errorf("check --proxy -n kube-system: output lacks %q:\n%s", want, r.out)
+	}
+}
+
+// testKubeStat checks what `sluice stat` reads from the API server: the
+// Deployments and their pods (the telemetry behind the service proxy is
+// not reachable from a test API server, which proxies to no loopback
+// address).
+func testKubeStat(t *testing.T, c client.Client, sluice func(...string) cliRun) {
+	ctx := t.Context()
+	if r := sluice("stat", "-n", "shop"); r.code != 1 || !strings.Contains(r.errOut, "has no service sluice/sluice-telemetry to ask for metrics: "+hintInstall) {
+		t.Errorf("stat without telemetry: exit %d, %q", r.code, r.errOut)
+	}
+
+	labels := map[string]string{"app": "web"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To[int32](2),
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/web:1"}}},
+			},
+		},
+	}
+	if err := c.Create(ctx, dep); err != nil {
+		t.Fatal(err)
+	}
+	owner := func(kind, name string, uid types.UID) []metav1.OwnerReference {
+		return []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: kind, Name: name, UID: uid, Controller: ptr.To(true)}}
+	}
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-7d9f", OwnerReferences: owner("Deployment", "web", dep.UID)},
+		Spec:       appsv1.ReplicaSetSpec{Selector: dep.Spec.Selector, Template: dep.Spec.Template},
+	}
+	if err := c.Create(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []struct {
+		name              string
+		ready, proxyReady bool
+		waiting           string
+	}{
+		{"web-7d9f-a", true, true, ""},
+		{"web-7d9f-b", false, false, "CrashLoopBackOff"},
+	} {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: p.name, Labels: labels, OwnerReferences: owner("ReplicaSet", rs.Name, rs.UID)},
+			Spec: corev1.PodSpec{
+				InitContainers: []corev1.Container{{Name: injector.ProxyContainerName, Image: "ghcr.io/sluicehq/sluice-proxy:dev", RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways)}},
+				Containers:     []corev1.Container{{Name: "app", Image: "example.com/web:1"}},
+			},
+		}
+		if err := c.Create(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		ready := corev1.ConditionFalse
+		if p.ready {
+			ready = corev1.ConditionTrue
+		}
+		app := corev1.ContainerStatus{Name: "app", Ready: p.ready, RestartCount: 3}
+		if p.waiting != "" {
+			app.State.Waiting = &corev1.ContainerStateWaiting{Reason: p.waiting}
+		}
+		pod.Status = corev1.PodStatus{
+			Phase:                 corev1.PodRunning,
+			Conditions:            []corev1.PodCondition{{Type: corev1.PodReady, Status: ready}},
+			InitContainerStatuses: []corev1.ContainerStatus{{Name: injector.ProxyContainerName, Ready: p.proxyReady}},
+			ContainerStatuses:     []corev1.ContainerStatus{app},
+		}
+		if err := c.Status().Update(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := kubeWorkloads(ctx, c, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := statRows(st, nil, "shop", "")
+	if len(rows) != 1 || rows[0].Name != "web" || rows[0].Meshed != "1/2" || len(rows[0].Problems) != 1 {
+		t.Fatalf("stat rows %+v, want web 1/2 meshed with one problem", rows)
+	}
+	if p := rows[0].Problems[0]; p.Pod != "web-7d9f-b" || p.Problem != "container app: CrashLoopBackOff" || p.Restarts != 3 {
+		t.Errorf("problem %+v", p)
 	}
 }

@@ -10,7 +10,9 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -55,6 +57,14 @@ func kubeStat(ctx context.Context, k *kubeTarget, namespace string, window time.
 	st, err := kubeWorkloads(ctx, k.client, namespace)
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading the workloads of %s: %w", k, err)
+	}
+	var svc corev1.Service
+	err = k.client.Get(ctx, types.NamespacedName{Namespace: controlPlaneNamespace, Name: telemetryService}, &svc)
+	if apierrors.IsNotFound(err) {
+		return nil, nil, fmt.Errorf("%s has no service %s/%s to ask for metrics: %s", k, controlPlaneNamespace, telemetryService, hintInstall)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading service %s/%s on %s: %w", controlPlaneNamespace, telemetryService, k, err)
 	}
 	tc, err := k.telemetryClient()
 	if err != nil {
