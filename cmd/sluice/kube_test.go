@@ -119,6 +119,7 @@ func TestKubernetesCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("target selection", func(t *testing.T) { testTargetSelection(t, kubeconfig) })
 	t.Run("identity", func(t *testing.T) { testKubeIdentity(t, c, sluice) })
 	t.Run("webhook", func(t *testing.T) { testKubeWebhook(t, c, sluice) })
 	t.Run("proxies", func(t *testing.T) { testKubeProxies(t, c, sluice) })
@@ -670,5 +671,39 @@ func testKubeStat(t *testing.T, c client.Client, sluice func(...string) cliRun) 
 	}
 	if p := rows[0].Problems[0]; p.Pod != "web-7d9f-b" || p.Problem != "container app: CrashLoopBackOff" || p.Restarts != 3 {
 		t.Errorf("problem %+v", p)
+	}
+}
+
+// testTargetSelection checks which of a local sluice up and the cluster the
+// commands act on.
+func testTargetSelection(t *testing.T, kubeconfig string) {
+	t.Chdir(t.TempDir()) // no .sluice here
+	t.Setenv("SLUICE_STATE_DIR", "")
+	t.Setenv("KUBERNETES_SERVICE_HOST", "") // never in-cluster
+	run1 := func(args ...string) cliRun {
+		var out, errOut bytes.Buffer
+		code := run(args, &out, &errOut)
+		return cliRun{code, out.String(), errOut.String()}
+	}
+
+	// No sluice up runs: $KUBECONFIG's cluster.
+	t.Setenv("KUBECONFIG", kubeconfig)
+	if r := run1("get", "canaries", "-A"); r.code != 0 || !strings.Contains(r.out, "backend") {
+		t.Errorf("with $KUBECONFIG: exit %d, %q %q", r.code, r.out, r.errOut)
+	}
+	// --state-dir names a sluice up: never the cluster.
+	if r := run1("get", "canaries", "--state-dir", t.TempDir()); r.code != exitUnreachable || !strings.Contains(r.errOut, "no sluice up is running") {
+		t.Errorf("with --state-dir: exit %d, %q %q", r.code, r.out, r.errOut)
+	}
+	// A context the kubeconfig does not have.
+	if r := run1("get", "canaries", "--context", "nope"); r.code != exitUnreachable || !strings.Contains(r.errOut, `context "nope" does not exist`) {
+		t.Errorf("with --context nope: exit %d, %q %q", r.code, r.out, r.errOut)
+	}
+	// Neither: both are named.
+	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "missing"))
+	if r := run1("status", "backend"); r.code != exitUnreachable ||
+		!strings.Contains(r.errOut, "no sluice up is running with state directory .sluice") ||
+		!strings.Contains(r.errOut, "and no Kubernetes cluster is configured") {
+		t.Errorf("with neither: exit %d, %q %q", r.code, r.out, r.errOut)
 	}
 }
