@@ -107,14 +107,7 @@ On a cluster this sets the Canary's annotations ` + kcanary.ActionAnnotation + `
 ` + kcanary.ActionAtAnnotation + ` (now), which the controller acts on once.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, _, err := splitName(args[0], "-"); err != nil {
-				return err
-			}
-			b, err := g.canaryBackend(cmd.Context())
-			if err != nil {
-				return err
-			}
-			ns, name, err := splitName(args[0], g.nameNamespace(b))
+			b, ns, name, err := g.canaryTarget(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -126,6 +119,21 @@ On a cluster this sets the Canary's annotations ` + kcanary.ActionAnnotation + `
 			return nil
 		},
 	}
+}
+
+// canaryTarget reads a NAME or NAMESPACE/NAME argument, then chooses the
+// backend: the canary's namespace is the argument's, else -n, else the
+// backend's default.
+func (g *globalOptions) canaryTarget(ctx context.Context, arg string) (canaryBackend, string, string, error) {
+	if _, _, err := splitName(arg, "any"); err != nil {
+		return nil, "", "", err // bad input, whatever the backend
+	}
+	b, err := g.canaryBackend(ctx)
+	if err != nil {
+		return nil, "", "", err
+	}
+	ns, name, err := splitName(arg, g.nameNamespace(b))
+	return b, ns, name, err
 }
 
 // nameNamespace is the namespace of a canary NAME: -n, else the backend's.
@@ -333,17 +341,10 @@ when the rollout of the target's current revision ends:
   3  bad input, an unknown canary, or no running control plane`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, _, err := splitName(args[0], "-"); err != nil {
-				return err
-			}
 			if timeout < 0 {
 				return badInput("--timeout %v is negative", timeout)
 			}
-			b, err := g.canaryBackend(cmd.Context())
-			if err != nil {
-				return err
-			}
-			ns, name, err := splitName(args[0], g.nameNamespace(b))
+			b, ns, name, err := g.canaryTarget(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

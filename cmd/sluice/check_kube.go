@@ -224,14 +224,21 @@ func (kc *kubeChecker) checkCRDs(ctx context.Context) checkCategory {
 		}
 		installed.OK = len(installed.Hints) == 0
 		installed.Detail = fmt.Sprintf("%d/%d", n, len(want))
+		if n == 0 {
+			installed.Hints = []string{fmt.Sprintf("none of its %d CRDs is installed", len(want))}
+		}
 		if !installed.OK {
 			installed.Hints = append(installed.Hints, hintInstallCRDs)
 		}
+		cat.Results = append(cat.Results, installed)
+		if n == 0 {
+			continue // nothing to compare
+		}
 		current.OK = len(current.Hints) == 0
 		if !current.OK {
-			current.Hints = append(current.Hints, "this CLI is "+version+"; "+hintInstallCRDs+" to install its CRDs")
+			current.Hints = append(current.Hints, "this CLI is "+version+": "+hintInstallCRDs+" to install its CRDs")
 		}
-		cat.Results = append(cat.Results, installed, current)
+		cat.Results = append(cat.Results, current)
 	}
 	return cat
 }

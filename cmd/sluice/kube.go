@@ -10,8 +10,10 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -26,6 +28,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"github.com/sluicehq/sluice/canary"
@@ -59,6 +62,13 @@ func kubeScheme() *runtime.Scheme {
 	return s
 }
 
+// quietControllerRuntime gives controller-runtime's client, which logs
+// the API server's warnings, a logger that drops them, once: without one it
+// prints a stack trace of its own after 30 s (a long status --wait).
+var quietControllerRuntime = sync.OnceFunc(func() {
+	ctrllog.SetLogger(logr.Discard())
+})
+
 // newKubeTarget loads the Kubernetes configuration: --kubeconfig, else
 // in-cluster, $KUBECONFIG or ~/.kube/config; --context, else the current
 // context. The error wraps errNoKubeconfig when there is none.
@@ -88,6 +98,7 @@ func newKubeTarget(g *globalOptions) (*kubeTarget, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.UserAgent = "sluice/" + version
 	cfg.QPS, cfg.Burst = 50, 100 // check asks many small questions at once
+	quietControllerRuntime()
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: kubeScheme()})
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the Kubernetes API server at %s: %w", cfg.Host, err)

@@ -22,6 +22,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -79,6 +80,33 @@ func TestKubernetesCLI(t *testing.T) {
 			if !strings.Contains(r.out, want) {
 				t.Errorf("output lacks %q:\n%s", want, r.out)
 			}
+		}
+	})
+
+	t.Run("check with a changed CRD", func(t *testing.T) {
+		var crd apiextensionsv1.CustomResourceDefinition
+		if err := c.Get(ctx, types.NamespacedName{Name: "metrictemplates.sluice.dev"}, &crd); err != nil {
+			t.Fatal(err)
+		}
+		orig := crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Description
+		crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Description = "as an older release described it"
+		if err := c.Update(ctx, &crd); err != nil {
+			t.Fatal(err)
+		}
+		r := sluice("check")
+		want := "‼ Sluice CRDs are current\n    CRD metrictemplates.sluice.dev: the schema of version v1beta1 differs from this CLI's (an older or newer install)\n"
+		if !strings.Contains(r.out, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.out)
+		}
+		if err := c.Get(ctx, types.NamespacedName{Name: crd.Name}, &crd); err != nil {
+			t.Fatal(err)
+		}
+		crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Description = orig
+		if err := c.Update(ctx, &crd); err != nil {
+			t.Fatal(err)
+		}
+		if r := sluice("check"); !strings.Contains(r.out, "✓ Sluice CRDs are current") {
+			t.Errorf("after restoring the CRD:\n%s", r.out)
 		}
 	})
 
@@ -705,5 +733,27 @@ func testTargetSelection(t *testing.T, kubeconfig string) {
 		!strings.Contains(r.errOut, "no sluice up is running with state directory .sluice") ||
 		!strings.Contains(r.errOut, "and no Kubernetes cluster is configured") {
 		t.Errorf("with neither: exit %d, %q %q", r.code, r.out, r.errOut)
+	}
+}
+
+// TestKubernetesCLIWithoutCRDs checks what the CLI says on a cluster
+// without Sluice's CRDs.
+func TestKubernetesCLIWithoutCRDs(t *testing.T) {
+	cfg, _ := envtest.Start(t, envtest.WithoutCRDs())
+	sluice := kubeCLI(envtest.Kubeconfig(t, cfg))
+	r := sluice("check")
+	for _, want := range []string{
+		"× Sluice CRDs are installed (0/7)\n    none of its 7 CRDs is installed\n    " + hintInstallCRDs + "\n× Gateway API",
+		"× Gateway API (experimental v1.6.3) CRDs are installed (0/13)\n    none of its 13 CRDs is installed\n",
+	} {
+		if r.code != 1 || !strings.Contains(r.out, want) {
+			t.Errorf("check: exit %d, output lacks %q:\n%s", r.code, want, r.out)
+		}
+	}
+	for _, args := range [][]string{{"get", "canaries"}, {"status", "backend"}} {
+		r := sluice(args...)
+		if r.code != exitUnreachable || !strings.Contains(r.errOut, "has no Sluice CRDs: "+hintInstallCRDs) {
+			t.Errorf("sluice %v: exit %d, %q", args, r.code, r.errOut)
+		}
 	}
 }
