@@ -223,9 +223,6 @@ func (b *kubeBackend) SetAction(ctx context.Context, namespace, name string, kin
 	if err != nil {
 		return "", err
 	}
-	if _, err := b.Get(ctx, namespace, name); err != nil {
-		return "", err
-	}
 	c := &v1beta1.Canary{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}}
 	if err := b.k.client.Patch(ctx, c, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		if apierrors.IsNotFound(err) {
