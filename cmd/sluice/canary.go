@@ -338,7 +338,13 @@ when the rollout of the target's current revision ends:
   0  the current revision was promoted
   1  it failed, or was rolled back
   2  --timeout passed first
-  3  bad input, an unknown canary, or no running control plane`,
+  3  bad input, an unknown canary, or no sluice up or cluster to ask
+
+NAME is NAME or NAMESPACE/NAME; without a namespace, -n's, else the
+kubeconfig context's on a cluster, else default. On a cluster the verdict
+goes by the Canary's status.observedRevision and lastPromotedRevision:
+wait until the controller has seen a new revision (status Progressing)
+before waiting for its end.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if timeout < 0 {

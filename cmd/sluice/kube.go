@@ -168,6 +168,9 @@ func (b *kubeBackend) Get(ctx context.Context, namespace, name string) (*canaryS
 	return &canaryState{c: c}, nil
 }
 
+// rewatchPause is the pause before watching again after a watch ended.
+const rewatchPause = time.Second
+
 func (b *kubeBackend) Watch(ctx context.Context, namespace, name string, changed func() (bool, error)) error {
 	opts := []client.ListOption{client.InNamespace(namespace)}
 	if name != "" {
@@ -186,7 +189,13 @@ func (b *kubeBackend) Watch(ctx context.Context, namespace, name string, changed
 		if err != nil || stop || ctx.Err() != nil {
 			return err
 		}
-		// The server ended the watch (its timeout): watch again.
+		// The server ended the watch (its timeout, or an error event):
+		// watch again, after a pause so that a failing watch does not spin.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(rewatchPause):
+		}
 	}
 }
 
