@@ -151,6 +151,12 @@ func (b *kubeBackend) List(ctx context.Context, namespace string) ([]v1beta1.Can
 	slices.SortFunc(list.Items, func(a, b v1beta1.Canary) int {
 		return strings.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name)
 	})
+	for i := range list.Items {
+		// As kubectl -o yaml prints items: with their kind, without
+		// managedFields.
+		list.Items[i].APIVersion, list.Items[i].Kind = v1beta1.GroupVersion.String(), "Canary"
+		list.Items[i].ManagedFields = nil
+	}
 	return list.Items, nil
 }
 

@@ -247,7 +247,8 @@ spec:
 	if r := sluice("get", "canaries", "-A"); r.code != 0 || !strings.Contains(r.out, "shop        api") || !strings.Contains(r.out, "default     backend") {
 		t.Errorf("get canaries -A: exit %d\n%s%s", r.code, r.out, r.errOut)
 	}
-	if r := sluice("get", "canaries", "-n", "shop", "-o", "json"); r.code != 0 || !strings.Contains(r.out, `"name": "api"`) || strings.Contains(r.out, "backend") {
+	if r := sluice("get", "canaries", "-n", "shop", "-o", "json"); r.code != 0 || !strings.Contains(r.out, `"name": "api"`) ||
+		!strings.Contains(r.out, `"kind": "Canary"`) || strings.Contains(r.out, "managedFields") || strings.Contains(r.out, "backend") {
 		t.Errorf("get canaries -n shop -o json: exit %d\n%s%s", r.code, r.out, r.errOut)
 	}
 
