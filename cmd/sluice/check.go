@@ -51,7 +51,11 @@ check instead that Sluice can be installed.`,
 				return runKubeCheck(ctx, cmd.OutOrStdout(), g, t.kube, o)
 			}
 			if g.kubeconfig != "" || g.kubeContext != "" {
-				return err // the cluster's configuration is wrong
+				// The cluster's configuration is wrong.
+				renderCategories(cmd.OutOrStdout(), []checkCategory{{Name: "kubernetes-api", Results: []checkResult{
+					{Name: "can initialize the client", Hints: []string{err.Error()}},
+				}}})
+				return errSilent
 			}
 			if o.pre || o.proxy {
 				return errors.New("--pre and --proxy check a cluster; local mode has neither (give --kubeconfig or --context)")

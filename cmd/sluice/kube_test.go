@@ -728,6 +728,9 @@ func testTargetSelection(t *testing.T, kubeconfig string) {
 	if r := run1("get", "canaries", "--context", "nope"); r.code != exitUnreachable || !strings.Contains(r.errOut, `context "nope" does not exist`) {
 		t.Errorf("with --context nope: exit %d, %q %q", r.code, r.out, r.errOut)
 	}
+	if r := run1("check", "--context", "nope"); r.code != 1 || !strings.Contains(r.out, "× can initialize the client\n    loading the Kubernetes configuration") {
+		t.Errorf("check --context nope: exit %d, %q %q", r.code, r.out, r.errOut)
+	}
 	// Neither: both are named.
 	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "missing"))
 	if r := run1("status", "backend"); r.code != exitUnreachable ||
