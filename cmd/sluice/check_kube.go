@@ -236,7 +236,7 @@ func (kc *kubeChecker) checkCRDs(ctx context.Context) checkCategory {
 		}
 		current.OK = len(current.Hints) == 0
 		if !current.OK {
-			current.Hints = append(current.Hints, "this CLI is "+version+": "+hintInstallCRDs+" to install its CRDs")
+			current.Hints = append(current.Hints, "this CLI is "+kc.version+": "+hintInstallCRDs+" to install its CRDs")
 		}
 		cat.Results = append(cat.Results, current)
 	}
