@@ -30,9 +30,9 @@ import (
 // The control plane's namespace and the lifetime of the certificates
 // `sluice install` generates.
 const (
-	installNamespace   = identity.DefaultControlNamespace
+	installNamespace    = identity.DefaultControlNamespace
 	installCertLifetime = 365 * 24 * time.Hour
-	installReleaseName = "sluice"
+	installReleaseName  = "sluice"
 )
 
 // The flags that give the identity certificates instead of generating them.
