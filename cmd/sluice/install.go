@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"helm.sh/helm/v3/pkg/chart"
-	"helm.sh/helm/v3/pkg/chart/loader"
+	chartloader "helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/releaseutil"
@@ -292,7 +292,7 @@ func (o *installOptions) identityCertificates() (anchorPEM []byte, issuer identi
 
 // loadChart loads the chart embedded in the binary.
 func loadChart() (*chart.Chart, error) {
-	var files []*loader.BufferedFile
+	var files []*chartloader.BufferedFile
 	err := fs.WalkDir(charts.FS, charts.Dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -301,13 +301,13 @@ func loadChart() (*chart.Chart, error) {
 		if err != nil {
 			return err
 		}
-		files = append(files, &loader.BufferedFile{Name: strings.TrimPrefix(p, charts.Dir+"/"), Data: data})
+		files = append(files, &chartloader.BufferedFile{Name: strings.TrimPrefix(p, charts.Dir+"/"), Data: data})
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reading the embedded chart: %w", err)
 	}
-	ch, err := loader.LoadFiles(files)
+	ch, err := chartloader.LoadFiles(files)
 	if err != nil {
 		return nil, fmt.Errorf("loading the embedded chart: %w", err)
 	}
