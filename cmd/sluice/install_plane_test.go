@@ -3,11 +3,13 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -19,15 +21,18 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	chartloader "helm.sh/helm/v3/pkg/chart/loader"
 
 	"github.com/sluicehq/sluice/mesh/identity"
+	"github.com/sluicehq/sluice/test/envtest"
 )
 
 // runInstall runs `sluice install ARGS...` and returns its stdout, failing
@@ -664,4 +669,78 @@ func TestChartRendersWhatInstallPrints(t *testing.T) {
 			t.Errorf("an unknown default inbound policy renders: %v", err)
 		}
 	})
+}
+
+// TestInstallAppliesToAnAPIServer applies what the README's quick start
+// applies to a real API server: the CRDs with kubectl server-side, then
+// the control plane as a server-side dry run (the API server validates and
+// admits every object and stores none), then for real.
+func TestInstallAppliesToAnAPIServer(t *testing.T) {
+	cfg, c := envtest.Start(t)
+	kubectl := envtest.Kubectl(t)
+	kubeconfig := envtest.Kubeconfig(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	// apply pipes stdin into kubectl apply --server-side ARGS... and returns
+	// kubectl's output lines.
+	apply := func(name string, stdin []byte, args ...string) []string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, kubectl, append([]string{"--kubeconfig", kubeconfig, "apply", "--server-side", "-f", "-"}, args...)...)
+		cmd.Stdin = bytes.NewReader(stdin)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("%s | kubectl apply --server-side %s: %v\nstdout:\n%s\nstderr:\n%s", name, strings.Join(args, " "), err, stdout.String(), stderr.String())
+		}
+		return strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	}
+
+	apply("sluice install --crds", installCRDs(t))
+
+	out := runInstall(t)
+	objs := decodeTyped(t, out)
+	// A dry run creates no namespace, so the namespaced objects of a dry
+	// run would find none: create the printed Namespace first.
+	var nsDoc []byte
+	for doc := range strings.SplitSeq(string(out), "\n---\n") {
+		if strings.Contains(doc, "\nkind: Namespace\n") {
+			nsDoc = []byte(doc)
+		}
+	}
+	if nsDoc == nil {
+		t.Fatal("sluice install printed no Namespace")
+	}
+	apply("the Namespace of sluice install", nsDoc)
+	lines := apply("sluice install", out, "--dry-run=server")
+	if len(lines) != len(objs) {
+		t.Errorf("kubectl applied %d objects, want %d:\n%s", len(lines), len(objs), strings.Join(lines, "\n"))
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, "serverside-applied (server dry run)") {
+			t.Errorf("kubectl line %q is not a server dry run apply", l)
+		}
+	}
+	var wh admissionregistrationv1.MutatingWebhookConfiguration
+	if err := c.Get(ctx, client.ObjectKey{Name: "sluice-injector"}, &wh); !apierrors.IsNotFound(err) {
+		t.Errorf("after a dry run, getting the webhook configuration: %v, want not found", err)
+	}
+
+	lines = apply("sluice install", out)
+	if len(lines) != len(objs) {
+		t.Errorf("kubectl applied %d objects, want %d:\n%s", len(lines), len(objs), strings.Join(lines, "\n"))
+	}
+	if err := c.Get(ctx, client.ObjectKey{Name: "sluice-injector"}, &wh); err != nil {
+		t.Fatalf("the applied webhook configuration: %v", err)
+	}
+	want := get[*admissionregistrationv1.MutatingWebhookConfiguration](t, objs, "MutatingWebhookConfiguration/sluice-injector")
+	if !bytes.Equal(wh.Webhooks[0].ClientConfig.CABundle, want.Webhooks[0].ClientConfig.CABundle) {
+		t.Error("the stored webhook's caBundle is not the printed one")
+	}
+	var d appsv1.Deployment
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "sluice", Name: "sluice-destination"}, &d); err != nil {
+		t.Fatalf("the applied destination Deployment: %v", err)
+	}
+	// Applying the same manifests again changes nothing and conflicts with nothing.
+	apply("sluice install", out)
 }
