@@ -11,7 +11,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build test test-unit tools tools-bench envtest generate bench demo fmt vet clean images
+.PHONY: all build test test-unit tools tools-bench envtest generate bench demo fmt vet clean images e2e-up e2e-down e2e
 
 all: build
 
@@ -38,6 +38,18 @@ tools-bench:
 ## envtest: build (once, cached in $(SLUICE_CACHE)/envtest) kube-apiserver, etcd and kubectl
 envtest:
 	@bash hack/envtest.sh >/dev/null
+
+## e2e-up: a real single-node Kubernetes cluster for end-to-end tests (root; binaries built once
+## by hack/kube-node.sh into $(SLUICE_CACHE)/cluster); prints the export KUBECONFIG line
+e2e-up:
+	@test "$$(id -u)" = 0 || { echo "e2e-up needs root: it runs containerd and the kubelet, creates interfaces and iptables rules" >&2; exit 1; }
+	@bash hack/kube-node.sh >/dev/null
+	@$(GO) run ./test/e2e/cluster/cmd/e2e-cluster up
+
+## e2e-down: stop that cluster and give the host back (fails listing any difference from before e2e-up)
+e2e-down:
+	@test "$$(id -u)" = 0 || { echo "e2e-down needs root" >&2; exit 1; }
+	@$(GO) run ./test/e2e/cluster/cmd/e2e-cluster down
 
 ## test: every test, with the race detector
 test: tools build envtest
