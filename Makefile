@@ -51,9 +51,21 @@ e2e-down:
 	@test "$$(id -u)" = 0 || { echo "e2e-down needs root" >&2; exit 1; }
 	@$(GO) run ./test/e2e/cluster/cmd/e2e-cluster down
 
-## test: every test, with the race detector
-test: tools build envtest
+## e2e-deps: what the end-to-end tests need besides envtest: the node binaries and Debian packages
+e2e-deps: envtest
+	@bash hack/kube-node.sh >/dev/null
+
+## e2e: the end-to-end tests on a real single-node cluster (root): the harness on its own, then
+## the whole product (sluice install, meshed pods, mTLS, policy, retries, a canary promoted and
+## rolled back). Packages run one at a time: a cluster owns the host's network while it is up.
+E2E_FLAGS ?= -count=1 -p 1 -timeout 60m -v
+e2e: tools build e2e-deps
+	SLUICE_E2E=1 SLUICE_E2E_CLUSTER=1 $(GO) test $(E2E_FLAGS) ./test/e2e/...
+
+## test: every test, with the race detector, then the end-to-end tests (make e2e)
+test: tools build envtest e2e-deps
 	KUBEBUILDER_ASSETS=$$(bash hack/envtest.sh --print-dir) H2SPEC=$(TOOLS_BIN)/h2spec $(GO) test $(GOTEST_FLAGS) ./...
+	@$(MAKE) --no-print-directory e2e
 
 ## vet: static checks
 vet:
