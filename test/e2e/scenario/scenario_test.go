@@ -111,7 +111,7 @@ func (e *env) install(ctx context.Context) {
 func (e *env) meshDemo(ctx context.Context) {
 	t := e.t
 	defer stage(t, "mesh")()
-	for _, f := range []string{"namespace.yaml", "backend.yaml", "frontend.yaml", "loadtester.yaml"} {
+	for _, f := range []string{"00-namespace.yaml", "backend.yaml", "frontend.yaml", "loadtester.yaml"} {
 		e.apply(ctx, e.example(f))
 	}
 	e.kubectlMust(ctx, nil, "-n", "demo", "wait", "--for=condition=Available", "deployment", "--all", "--timeout=5m")
