@@ -11,7 +11,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: all build test test-unit tools tools-bench envtest generate bench demo fmt vet clean e2e-up e2e-down
+.PHONY: all build test test-unit tools tools-bench envtest generate bench demo fmt vet clean images e2e-up e2e-down e2e
 
 all: build
 
@@ -21,6 +21,12 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice-proxy ./cmd/sluice-proxy
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice ./cmd/sluice
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/sluice-demo-app ./examples/app
+
+## images: OCI layouts and ctr-importable tars of the sluice, sluice-proxy,
+## sluice-demo-app and pause images, in $(SLUICE_CACHE)/images (no Docker needed)
+images:
+	@bash hack/tools.sh images
+	$(GO) run ./hack/images -out $(SLUICE_CACHE)/images -version $(VERSION)
 
 ## tools: what the tests need (h2spec, iptables, iproute2), cached outside the repo
 tools:
@@ -45,9 +51,21 @@ e2e-down:
 	@test "$$(id -u)" = 0 || { echo "e2e-down needs root" >&2; exit 1; }
 	@$(GO) run ./test/e2e/cluster/cmd/e2e-cluster down
 
-## test: every test, with the race detector
-test: tools build envtest
+## e2e-deps: what the end-to-end tests need besides envtest: the node binaries and Debian packages
+e2e-deps: envtest
+	@bash hack/kube-node.sh >/dev/null
+
+## e2e: the end-to-end tests on a real single-node cluster (root): the harness on its own, then
+## the whole product (sluice install, meshed pods, mTLS, policy, retries, a canary promoted and
+## rolled back). Packages run one at a time: a cluster owns the host's network while it is up.
+E2E_FLAGS ?= -count=1 -p 1 -timeout 60m -v
+e2e: tools build e2e-deps
+	SLUICE_E2E=1 SLUICE_E2E_CLUSTER=1 $(GO) test $(E2E_FLAGS) ./test/e2e/...
+
+## test: every test, with the race detector, then the end-to-end tests (make e2e)
+test: tools build envtest e2e-deps
 	KUBEBUILDER_ASSETS=$$(bash hack/envtest.sh --print-dir) H2SPEC=$(TOOLS_BIN)/h2spec $(GO) test $(GOTEST_FLAGS) ./...
+	@$(MAKE) --no-print-directory e2e
 
 ## vet: static checks
 vet:

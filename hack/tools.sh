@@ -3,6 +3,7 @@
 # need, idempotently, into a cache outside the repository.
 #
 #   hack/tools.sh test    h2spec (Go), iptables + iproute2 (apt)
+#   hack/tools.sh images  iptables (apt) only: what the proxy image copies
 #   hack/tools.sh bench   everything for "test", plus wrk, haproxy, nginx,
 #                         h2load (apt) and fortio, ghz (Go)
 #   hack/tools.sh bindir  print the directory Go tools are installed into
@@ -133,6 +134,10 @@ install_test() {
 	go_tool h2spec "$H2SPEC_PKG" --version
 }
 
+install_images() {
+	apt_tools iptables:iptables iptables-legacy:iptables ip6tables:iptables ldd:libc-bin
+}
+
 install_bench() {
 	install_test
 	apt_tools wrk:wrk haproxy:haproxy nginx:nginx h2load:nghttp2-client
@@ -143,7 +148,7 @@ install_bench() {
 }
 
 usage() {
-	sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -151,12 +156,17 @@ main() {
 	local mode="${1:-}" t0
 	case "$mode" in
 	bindir) printf '%s\n' "$BIN"; return ;;
-	test | bench) ;;
+	test | bench | images) ;;
 	*) usage ;;
 	esac
 	mkdir -p "$BIN"
 	t0="$(now)"
 	"install_$mode"
+	if [[ "$mode" == images ]]; then
+		show iptables iptables --version
+		log "$mode tools ready in $(since "$t0")"
+		return
+	fi
 	log "versions:"
 	show iptables iptables --version
 	show ip ip -V

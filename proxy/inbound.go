@@ -3,13 +3,16 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/sluicehq/sluice/mesh/api/certs"
 	"github.com/sluicehq/sluice/proxy/detect"
 	"github.com/sluicehq/sluice/proxy/dispatch"
 	"github.com/sluicehq/sluice/proxy/metrics"
+	"github.com/sluicehq/sluice/proxy/origdst"
 	"github.com/sluicehq/sluice/proxy/policy"
 )
 
@@ -68,16 +71,93 @@ func (p *Proxy) authzCounters(srv *policy.Server, allowName, denyName, what stri
 	return c
 }
 
-// setPolicy enforces a policy the control plane sent.
+// maxPortPolicies bounds the ports whose policy is watched besides the app
+// port's: each is a stream to the control plane, and the ports a pod is
+// reached on are few. Further ports get the default policy.
+const maxPortPolicies = 64
+
+// portPolicy is the policy in force on one port other than the app port.
+type portPolicy struct {
+	cur atomic.Pointer[enforcedPolicy]
+}
+
+// setPolicy enforces a policy the control plane sent for the app port.
 func (p *Proxy) setPolicy(srv policy.Server) {
 	p.policy.Store(p.newEnforcedPolicy(srv, true))
 	p.log.Info("inbound policy updated", "server", srv.Name, "kind", srv.Kind, "authorizations", len(srv.Authorizations), "audit", srv.Audit)
 }
 
-// authorize checks a client against the inbound policy and counts the
-// decision; it returns the decision's reason when denied.
-func (p *Proxy) authorize(tcpConn bool, client netip.Addr, identity string) (allowed bool, reason string) {
-	ep := p.policy.Load()
+// setDefaultPolicy installs the configured default policy on every port
+// whose policy the control plane has not sent (yet).
+func (p *Proxy) setDefaultPolicy(def *enforcedPolicy) {
+	p.defaultPolicy.Store(def)
+	replace := func(ptr *atomic.Pointer[enforcedPolicy]) {
+		if cur := ptr.Load(); cur == nil || !cur.fromControlPlane {
+			// The control plane's policy, once received, outranks the default.
+			ptr.CompareAndSwap(cur, def)
+		}
+	}
+	replace(&p.policy)
+	p.portPolicies.Range(func(_, v any) bool {
+		replace(&v.(*portPolicy).cur)
+		return true
+	})
+}
+
+// policyFor returns the inbound policy of a port of the workload: the app
+// port's (also for port 0, unknown), or the port's own, whose watch starts
+// with the first connection to it.
+func (p *Proxy) policyFor(port int) *enforcedPolicy {
+	if port == 0 || port == int(p.appPort.Load()) {
+		return p.policy.Load()
+	}
+	if v, ok := p.portPolicies.Load(port); ok {
+		return v.(*portPolicy).cur.Load()
+	}
+	def := p.defaultPolicy.Load()
+	if p.portPolicyCount.Load() >= maxPortPolicies {
+		return def
+	}
+	pp := &portPolicy{}
+	pp.cur.Store(def)
+	if v, loaded := p.portPolicies.LoadOrStore(port, pp); loaded {
+		return v.(*portPolicy).cur.Load()
+	}
+	p.portPolicyCount.Add(1)
+	if p.mesh != nil {
+		p.mesh.watchPolicy(port, func(srv policy.Server) {
+			pp.cur.Store(p.newEnforcedPolicy(srv, true))
+			p.log.Info("inbound policy updated", "port", port, "server", srv.Name, "kind", srv.Kind, "authorizations", len(srv.Authorizations), "audit", srv.Audit)
+		})
+	}
+	return def
+}
+
+// inboundOriginalDst returns where a redirected inbound connection was
+// going, when inbound.originalDst is on; false for a connection made to
+// the inbound listener itself.
+func (p *Proxy) inboundOriginalDst(c net.Conn) (netip.AddrPort, bool) {
+	if !p.inboundOrigDst.Load() {
+		return netip.AddrPort{}, false
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	orig, err := origdst.Lookup(tc)
+	if err != nil {
+		if !errors.Is(err, origdst.ErrNotRedirected) {
+			p.log.Debug("no original destination for an inbound connection", "remote", c.RemoteAddr().String(), "err", err)
+		}
+		return netip.AddrPort{}, false
+	}
+	return orig, true
+}
+
+// authorize checks a client of a port against its inbound policy and counts
+// the decision; it returns the decision's reason when denied.
+func (p *Proxy) authorize(port int, tcpConn bool, client netip.Addr, identity string) (allowed bool, reason string) {
+	ep := p.policyFor(port)
 	c := &ep.http
 	if tcpConn {
 		c = &ep.tcp
@@ -99,9 +179,9 @@ func (p *Proxy) authorize(tcpConn bool, client netip.Addr, identity string) (all
 // authorizingResolver checks every request of an inbound connection against
 // the inbound policy before resolving it: a denied request gets 403 (gRPC
 // PERMISSION_DENIED) naming why.
-func (p *Proxy) authorizingResolver(next dispatch.Resolver, client netip.Addr, identity string) dispatch.Resolver {
+func (p *Proxy) authorizingResolver(next dispatch.Resolver, port int, client netip.Addr, identity string) dispatch.Resolver {
 	return dispatch.ResolverFunc(func(authority string) (*dispatch.Service, *dispatch.Error) {
-		if ok, reason := p.authorize(false, client, identity); !ok {
+		if ok, reason := p.authorize(port, false, client, identity); !ok {
 			return nil, &dispatch.Error{Status: 403, GRPC: dispatch.GRPCPermissionDenied, Reason: reason}
 		}
 		return next.Resolve(authority)

@@ -47,11 +47,20 @@ type meshClient struct {
 	cfg       config.ControlPlane
 	log       *slog.Logger
 	conn      *grpc.ClientConn
+	idConn    *grpc.ClientConn // the identity API's, when not at conn's address
 	identity  *controlplane.Identity
 	discovery *controlplane.Discovery
 	policy    *controlplane.PolicyWatch // nil without an inbound listener
-	serverTLS *tls.Config
-	synced    atomic.Bool // discovery delivered every first message once
+
+	// watchMu guards the policy watches of further ports (watchPolicy):
+	// those asked for before run are started by run, none after it ends.
+	watchMu      sync.Mutex
+	watchCtx     context.Context
+	watchPending []*controlplane.PolicyWatch
+	watchClosed  bool
+	watches      sync.WaitGroup
+	serverTLS    *tls.Config
+	synced       atomic.Bool // discovery delivered every first message once
 
 	certRefreshes *metrics.Counter
 	certExpiry    *metrics.Gauge
@@ -77,6 +86,16 @@ func newMeshClient(p *Proxy, cfg *config.Config) (*meshClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("controlPlane.address %s: %w", cp.Address, err)
 	}
+	idConn := conn
+	if addr := cp.IdentityAddr(); addr != cp.Address {
+		idConn, err = grpc.NewClient(addr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithConnectParams(controlplane.ConnectParams()))
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("controlPlane.identityAddress %s: %w", addr, err)
+		}
+	}
 	m := &meshClient{
 		p:       p,
 		cfg:     cp,
@@ -88,8 +107,11 @@ func newMeshClient(p *Proxy, cfg *config.Config) (*meshClient, error) {
 		certExpiry: p.registry.Gauge("identity_cert_expiration_timestamp_seconds",
 			"When the proxy's current certificate expires, in seconds since the epoch.", nil),
 	}
+	if idConn != conn {
+		m.idConn = idConn
+	}
 	m.identity, err = controlplane.NewIdentity(controlplane.IdentityOptions{
-		Conn: conn,
+		Conn: idConn,
 		Name: cp.Identity,
 		Token: func() ([]byte, error) {
 			return os.ReadFile(cp.TokenFile)
@@ -102,7 +124,7 @@ func newMeshClient(p *Proxy, cfg *config.Config) (*meshClient, error) {
 		},
 	})
 	if err != nil {
-		conn.Close()
+		m.closeConns()
 		return nil, fmt.Errorf("controlPlane: %w", err)
 	}
 	m.serverTLS = certs.ServerConfig(m.identity.Roots(), m.identity.GetCertificate)
@@ -124,7 +146,7 @@ func newMeshClient(p *Proxy, cfg *config.Config) (*meshClient, error) {
 				Logger:   p.log,
 			})
 			if err != nil {
-				conn.Close()
+				m.closeConns()
 				return nil, fmt.Errorf("controlPlane: %w", err)
 			}
 		}
@@ -133,7 +155,7 @@ func newMeshClient(p *Proxy, cfg *config.Config) (*meshClient, error) {
 }
 
 // run runs the identity, discovery and policy clients until ctx ends, then
-// closes the connection to the control plane.
+// closes the connections to the control plane.
 func (m *meshClient) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = m.identity.Run(ctx) })
@@ -151,8 +173,49 @@ func (m *meshClient) run(ctx context.Context) {
 	if m.policy != nil {
 		wg.Go(func() { _ = m.policy.Run(ctx) })
 	}
+	m.watchMu.Lock()
+	m.watchCtx = ctx
+	for _, w := range m.watchPending {
+		m.watches.Go(func() { _ = w.Run(ctx) })
+	}
+	m.watchPending = nil
+	m.watchMu.Unlock()
 	wg.Wait()
+	m.watchMu.Lock()
+	m.watchClosed = true
+	m.watchMu.Unlock()
+	m.watches.Wait()
+	m.closeConns()
+}
+
+// closeConns closes the connections to the control plane.
+func (m *meshClient) closeConns() {
 	m.conn.Close()
+	if m.idConn != nil {
+		m.idConn.Close()
+	}
+}
+
+// watchPolicy keeps the inbound policy of another port of the workload
+// current, calling onUpdate with each policy the control plane sends.
+func (m *meshClient) watchPolicy(port int, onUpdate func(policy.Server)) {
+	w, err := controlplane.NewPolicyWatch(controlplane.PolicyOptions{
+		Conn: m.conn, Workload: m.cfg.Workload, Port: port, OnUpdate: onUpdate, Logger: m.log,
+	})
+	if err != nil {
+		m.log.Warn("cannot watch the inbound policy of a port; its default policy stays in force", "port", port, "err", err)
+		return
+	}
+	m.watchMu.Lock()
+	defer m.watchMu.Unlock()
+	switch {
+	case m.watchClosed:
+	case m.watchCtx == nil:
+		m.watchPending = append(m.watchPending, w)
+	default:
+		ctx := m.watchCtx
+		m.watches.Go(func() { _ = w.Run(ctx) })
+	}
 }
 
 // ready reports whether the proxy is certified and has discovered what it

@@ -82,8 +82,17 @@ type Proxy struct {
 	// connection to the application as HTTP/1.
 	downgrade *http.Transport
 
-	policy atomic.Pointer[enforcedPolicy] // inbound policy in force
-	peers  sync.Map                       // client identity -> *dispatch.Peer
+	policy atomic.Pointer[enforcedPolicy] // inbound policy of the app port (inbound.app's)
+	// defaultPolicy is the configured default inbound policy.
+	defaultPolicy atomic.Pointer[enforcedPolicy]
+	// appPort is inbound.app's port: p.policy governs it (and port 0).
+	appPort atomic.Int32
+	// portPolicies holds the policies of the other ports that inbound
+	// connections reach with inbound.originalDst: port -> *portPolicy.
+	portPolicies    sync.Map
+	portPolicyCount atomic.Int32
+	inboundOrigDst  atomic.Bool
+	peers           sync.Map // client identity -> *dispatch.Peer
 
 	detected sync.Map // detectKey -> *metrics.Counter
 }
@@ -215,10 +224,9 @@ func (p *Proxy) apply(cfg *config.Config) error {
 	if err := p.inbound.d.Update(inboundTable(cfg)); err != nil {
 		return fmt.Errorf("inbound: %w", err)
 	}
-	if cur := p.policy.Load(); cur == nil || !cur.fromControlPlane {
-		// The control plane's policy, once received, outranks the default.
-		p.policy.CompareAndSwap(cur, p.newEnforcedPolicy(def, false))
-	}
+	p.setDefaultPolicy(p.newEnforcedPolicy(def, false))
+	p.appPort.Store(int32(portOf(cfg.Inbound.App)))
+	p.inboundOrigDst.Store(cfg.Inbound.OriginalDst)
 	ports := cfg.OpaquePorts
 	set := detect.NewPortSet(ports...)
 	p.mu.Lock()
@@ -574,6 +582,11 @@ func (p *Proxy) serveConn(ctx context.Context, l *boundListener, c net.Conn) {
 		if svc != nil && len(svc.Spec.Endpoints) > 0 {
 			port = portOf(svc.Spec.Endpoints[0].Address)
 		}
+		if orig, ok := p.inboundOriginalDst(c); ok {
+			svc = s.d.Passthrough(orig.String())
+			resolver = dispatch.ResolverFunc(func(string) (*dispatch.Service, *dispatch.Error) { return svc, nil })
+			port = int(orig.Port())
+		}
 	case "outbound":
 		tc, ok := c.(*net.TCPConn)
 		var orig netip.AddrPort
@@ -609,7 +622,7 @@ func (p *Proxy) serveConn(ctx context.Context, l *boundListener, c net.Conn) {
 	isTLS := false
 	if l.kind == "inbound" {
 		client = remoteIP(c)
-		if pol := p.policy.Load(); pol.srv.Protocol != routetable.ProtocolDetect {
+		if pol := p.policyFor(port); pol.srv.Protocol != routetable.ProtocolDetect {
 			hint = pol.srv.Protocol
 		}
 		if p.mesh != nil {
@@ -668,8 +681,8 @@ func (p *Proxy) serveConn(ctx context.Context, l *boundListener, c net.Conn) {
 			ctx = dispatch.WithPeer(ctx, peer)
 		}
 		if proto != detect.Opaque {
-			resolver = p.authorizingResolver(resolver, client, identity)
-		} else if ok, reason := p.authorize(true, client, identity); !ok {
+			resolver = p.authorizingResolver(resolver, port, client, identity)
+		} else if ok, reason := p.authorize(port, true, client, identity); !ok {
 			p.log.Debug("inbound connection denied", "remote", c.RemoteAddr().String(), "reason", reason)
 			_ = conn.Close()
 			return

@@ -44,6 +44,8 @@
 // plane's acknowledgement of the step before it.
 package kubernetes
 
+import "github.com/sluicehq/sluice/crds/sluice/v1beta1"
+
 // Annotations and names this package reads and writes.
 const (
 	// Finalizer holds a Canary with spec.revertOnDeletion until the target
@@ -60,7 +62,7 @@ const (
 	// RevisionAnnotation on the pod template of the primary and of the
 	// scaled-up target is the revision the pods run. It is left out of the
 	// revision's own hash.
-	RevisionAnnotation = "sluice.dev/revision"
+	RevisionAnnotation = v1beta1.RevisionAnnotation
 	// ReplicasAnnotation on the target is its replica count before Sluice
 	// scaled it to zero.
 	ReplicasAnnotation = "sluice.dev/replicas"

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -18,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/sluicehq/sluice/canary"
+	kcanary "github.com/sluicehq/sluice/canary/kubernetes"
 	"github.com/sluicehq/sluice/crds/sluice/v1beta1"
 	"github.com/sluicehq/sluice/local/up"
 )
@@ -98,53 +98,83 @@ func splitName(arg, ns string) (string, string, error) {
 }
 
 func newManualCmd(g *globalOptions, kind canary.ManualKind, short string) *cobra.Command {
-	var ns string
-	cmd := &cobra.Command{
+	return &cobra.Command{
 		Use:   string(kind) + " NAME",
 		Short: short,
-		Args:  cobra.ExactArgs(1),
+		Long: short + `.
+
+On a cluster this sets the Canary's annotations ` + kcanary.ActionAnnotation + `=` + string(kind) + ` and
+` + kcanary.ActionAtAnnotation + ` (now), which the controller acts on once.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ns, name, err := splitName(args[0], ns)
+			b, ns, name, err := g.canaryTarget(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			c, err := canaryClient(g)
+			msg, err := b.SetAction(cmd.Context(), ns, name, kind)
 			if err != nil {
-				return err
-			}
-			msg, err := c.RequestAction(cmd.Context(), ns, name, kind)
-			if err != nil {
-				return &exitError{code: exitUnreachable, err: err}
+				return asExit(err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "canary %s/%s: %s\n", ns, name, msg)
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&ns, "namespace", "n", "default", "namespace of the canary")
-	return cmd
+}
+
+// canaryTarget reads a NAME or NAMESPACE/NAME argument, then chooses the
+// backend: the canary's namespace is the argument's, else -n, else the
+// backend's default.
+func (g *globalOptions) canaryTarget(ctx context.Context, arg string) (canaryBackend, string, string, error) {
+	if _, _, err := splitName(arg, "any"); err != nil {
+		return nil, "", "", err // bad input, whatever the backend
+	}
+	b, err := g.canaryBackend(ctx)
+	if err != nil {
+		return nil, "", "", err
+	}
+	ns, name, err := splitName(arg, g.nameNamespace(b))
+	return b, ns, name, err
+}
+
+// nameNamespace is the namespace of a canary NAME: -n, else the backend's.
+func (g *globalOptions) nameNamespace(b canaryBackend) string {
+	if g.namespace != "" {
+		return g.namespace
+	}
+	return b.NameNamespace()
+}
+
+// asExit gives err exit code 3 unless it has one.
+func asExit(err error) error {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	return &exitError{code: exitUnreachable, err: err}
 }
 
 func newApplyCmd(g *globalOptions) *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
-		Short: "Apply a manifest to the running sluice up (a changed Deployment starts a rollout)",
-		Args:  cobra.NoArgs,
+		Short: "Apply a manifest: to a local sluice up (a changed Deployment starts a rollout), or to a cluster",
+		Long: `Apply a manifest. A local sluice up takes every kind it runs (a changed
+Deployment starts a rollout). A cluster takes Canary, MetricTemplate and
+AlertProvider objects, applied server-side with field manager ` + fieldManager + `;
+apply other kinds with kubectl.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			data, err := os.ReadFile(file)
 			if err != nil {
 				return badInput("reading %s: %w", file, err)
 			}
-			if _, err := up.CheckManifest(file, data); err != nil {
-				return badInput("%w", err)
-			}
-			c, err := canaryClient(g)
+			b, err := g.canaryBackend(cmd.Context())
 			if err != nil {
 				return err
 			}
-			msg, err := c.Apply(cmd.Context(), filepath.Base(file), data)
+			msg, err := b.Apply(cmd.Context(), file, data, g.nameNamespace(b))
 			if err != nil {
-				return &exitError{code: exitUnreachable, err: err}
+				return asExit(err)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), msg)
 			return nil
@@ -157,7 +187,7 @@ func newApplyCmd(g *globalOptions) *cobra.Command {
 
 func newGetCmd(g *globalOptions) *cobra.Command {
 	var output string
-	var watch bool
+	var watch, all bool
 	cmd := &cobra.Command{
 		Use:       "get canaries",
 		Short:     "List the canaries and their state",
@@ -174,15 +204,22 @@ func newGetCmd(g *globalOptions) *cobra.Command {
 			default:
 				return badInput("unknown output format %q (json, yaml, wide)", output)
 			}
-			c, err := canaryClient(g)
+			b, err := g.canaryBackend(cmd.Context())
 			if err != nil {
 				return err
 			}
+			ns := g.namespace
+			switch {
+			case all:
+				ns = ""
+			case ns == "":
+				ns = b.ListNamespace()
+			}
 			ctx := cmd.Context()
 			out := cmd.OutOrStdout()
-			list, err := c.Canaries(ctx)
+			list, err := b.List(ctx, ns)
 			if err != nil {
-				return &exitError{code: exitUnreachable, err: err}
+				return asExit(err)
 			}
 			if err := renderCanaries(out, list, output, true); err != nil {
 				return err
@@ -193,30 +230,26 @@ func newGetCmd(g *globalOptions) *cobra.Command {
 			ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			last := rowsKey(list)
-			for {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(time.Second):
-				}
-				list, err = c.Canaries(ctx)
+			err = b.Watch(ctx, ns, "", func() (bool, error) {
+				list, err := b.List(ctx, ns)
 				if err != nil {
-					if ctx.Err() != nil {
-						return nil
-					}
-					return &exitError{code: exitUnreachable, err: err}
+					return ctx.Err() != nil, err
 				}
 				if k := rowsKey(list); k != last {
 					last = k
-					if err := renderCanaries(out, list, output, false); err != nil {
-						return err
-					}
+					return false, renderCanaries(out, list, output, false)
 				}
+				return false, nil
+			})
+			if err != nil && ctx.Err() == nil {
+				return asExit(err)
 			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json, yaml or wide")
 	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "print again whenever a canary changes")
+	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "canaries of every namespace")
 	return cmd
 }
 
@@ -294,7 +327,6 @@ func dash(s string) string {
 }
 
 func newStatusCmd(g *globalOptions) *cobra.Command {
-	var ns string
 	var wait bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
@@ -306,17 +338,19 @@ when the rollout of the target's current revision ends:
   0  the current revision was promoted
   1  it failed, or was rolled back
   2  --timeout passed first
-  3  bad input, an unknown canary, or no running control plane`,
+  3  bad input, an unknown canary, or no sluice up or cluster to ask
+
+NAME is NAME or NAMESPACE/NAME; without a namespace, -n's, else the
+kubeconfig context's on a cluster, else default. On a cluster the verdict
+goes by the Canary's status.observedRevision and lastPromotedRevision:
+wait until the controller has seen a new revision (status Progressing)
+before waiting for its end.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ns, name, err := splitName(args[0], ns)
-			if err != nil {
-				return err
-			}
 			if timeout < 0 {
 				return badInput("--timeout %v is negative", timeout)
 			}
-			c, err := canaryClient(g)
+			b, ns, name, err := g.canaryTarget(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -326,10 +360,9 @@ when the rollout of the target's current revision ends:
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
-			return followCanary(ctx, c, cmd.OutOrStdout(), ns, name, wait, timeout)
+			return followCanary(ctx, b, cmd.OutOrStdout(), ns, name, wait, timeout)
 		},
 	}
-	cmd.Flags().StringVarP(&ns, "namespace", "n", "default", "namespace of the canary")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the rollout of the current revision to end, printing each step")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait, give up after this long (exit 2); 0 waits for ever")
 	return cmd
@@ -340,29 +373,6 @@ type canaryState struct {
 	c v1beta1.Canary
 	// revision is the target's current revision (empty when unknown).
 	revision string
-}
-
-// observeCanary reads the canary and its target's current revision.
-func observeCanary(ctx context.Context, c *up.Client, ns, name string) (*canaryState, error) {
-	list, err := c.Canaries(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, cn := range list {
-		if cn.Namespace != ns || cn.Name != name {
-			continue
-		}
-		st := &canaryState{c: cn}
-		if s, err := c.Status(ctx); err == nil {
-			for _, w := range s.Workloads {
-				if w.Namespace == ns && w.Name == cn.Spec.TargetRef.Name {
-					st.revision = w.Revision
-				}
-			}
-		}
-		return st, nil
-	}
-	return nil, badInput("no canary %s/%s (see `sluice get canaries`)", ns, name)
 }
 
 // verdict says whether the rollout of the current revision ended: 0
@@ -420,8 +430,8 @@ func stepLine(now time.Time, s *canaryState) string {
 
 // followCanary prints the canary's state, and with wait every change until
 // the rollout of the current revision ends.
-func followCanary(ctx context.Context, c *up.Client, w io.Writer, ns, name string, wait bool, timeout time.Duration) error {
-	s, err := observeCanary(ctx, c, ns, name)
+func followCanary(ctx context.Context, b canaryBackend, w io.Writer, ns, name string, wait bool, timeout time.Duration) error {
+	s, err := b.Get(ctx, ns, name)
 	if err != nil {
 		return timeoutOr(ctx, err, timeout)
 	}
@@ -434,30 +444,37 @@ func followCanary(ctx context.Context, c *up.Client, w io.Writer, ns, name strin
 		}
 		return nil
 	}
-	for {
-		switch s.verdict() {
-		case exitPromoted:
-			fmt.Fprintf(w, "canary %s/%s: revision %s promoted\n", ns, name, s.c.Status.LastPromotedRevision)
-			return nil
-		case exitFailed:
-			fmt.Fprintf(w, "canary %s/%s: revision %s failed: %s\n", ns, name, s.c.Status.ObservedRevision, s.c.Status.Message)
-			return &exitError{code: exitFailed}
-		}
-		select {
-		case <-ctx.Done():
-			return timeoutOr(ctx, ctx.Err(), timeout)
-		case <-time.After(time.Second):
-		}
-		s, err = observeCanary(ctx, c, ns, name)
+	var result error
+	err = b.Watch(ctx, ns, name, func() (bool, error) {
+		s, err := b.Get(ctx, ns, name)
 		if err != nil {
-			return timeoutOr(ctx, err, timeout)
+			return false, err
 		}
 		line := stepLine(time.Now(), s)
 		if l := line[len("15:04:05"):]; l != last {
 			last = l
 			fmt.Fprintln(w, line)
 		}
+		switch s.verdict() {
+		case exitPromoted:
+			fmt.Fprintf(w, "canary %s/%s: revision %s promoted\n", ns, name, s.c.Status.LastPromotedRevision)
+			return true, nil
+		case exitFailed:
+			fmt.Fprintf(w, "canary %s/%s: revision %s failed: %s\n", ns, name, s.c.Status.ObservedRevision, s.c.Status.Message)
+			result = &exitError{code: exitFailed}
+			return true, nil
+		}
+		return false, nil
+	})
+	switch {
+	case err != nil:
+		return timeoutOr(ctx, err, timeout)
+	case result != nil:
+		return result
+	case ctx.Err() != nil:
+		return timeoutOr(ctx, ctx.Err(), timeout)
 	}
+	return nil
 }
 
 // timeoutOr is exit 2 when the timeout passed, err otherwise (exit 3 unless

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -17,21 +18,48 @@ import (
 )
 
 type checkOptions struct {
-	wait time.Duration
+	wait  time.Duration
+	pre   bool
+	proxy bool
 }
 
 func newCheckCmd(g *globalOptions) *cobra.Command {
 	o := &checkOptions{}
 	cmd := &cobra.Command{
 		Use:   "check",
-		Short: "Check that the running sluice up and its mesh are healthy",
-		Long: `Connect to the running ` + "`sluice up`" + ` and check its control plane, its identity
-service, and every replica and proxy. Each check prints ✓ or ×; the command
-exits 1 if any fails. With --wait it checks again until all pass or the time
-is up.`,
+		Short: "Check that Sluice is healthy: a running sluice up, or a cluster's installation",
+		Long: `Check that Sluice is healthy. Each check prints ✓, ‼ (a warning) or ×; the
+command exits 1 if any check fails (×). With --wait it checks again until
+none fails or the time is up.
+
+In local mode, connect to the running ` + "`sluice up`" + ` and check its control plane,
+its identity service, and every replica and proxy.
+
+On a cluster (see sluice --help for which one), check the Kubernetes API,
+Sluice's CRDs, the control plane's Deployments, the identity's trust anchors
+and issuer certificate, and the injector's webhook; with --proxy also every
+meshed pod's proxy (of -n NAMESPACE, or of every namespace). With --pre,
+check instead that Sluice can be installed.`,
+		Example: `  sluice check
+  sluice check --pre --context kind-kind
+  sluice check --proxy -n shop`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			t, err := g.resolveTarget(ctx)
+			if err == nil && t.kube != nil {
+				return runKubeCheck(ctx, cmd.OutOrStdout(), g, t.kube, o)
+			}
+			if g.kubeconfig != "" || g.kubeContext != "" {
+				// The cluster's configuration is wrong.
+				renderCategories(cmd.OutOrStdout(), []checkCategory{{Name: "kubernetes-api", Results: []checkResult{
+					{Name: "can initialize the client", Hints: []string{err.Error()}},
+				}}})
+				return errSilent
+			}
+			if o.pre || o.proxy {
+				return errors.New("--pre and --proxy check a cluster; local mode has neither (give --kubeconfig or --context)")
+			}
 			deadline := time.Now().Add(o.wait)
 			for {
 				results := runChecks(ctx, g.stateDir)
@@ -51,25 +79,75 @@ is up.`,
 		},
 	}
 	cmd.Flags().DurationVar(&o.wait, "wait", 0, "check again until every check passes, for at most this long")
+	cmd.Flags().BoolVar(&o.pre, "pre", false, "on a cluster: check that Sluice can be installed, instead of the installed Sluice")
+	cmd.Flags().BoolVar(&o.proxy, "proxy", false, "on a cluster: also check the proxies of the meshed pods (of -n, or of every namespace)")
 	return cmd
 }
 
-// checkResult is one ✓ or × line, with details under a ×.
+// runKubeCheck runs the cluster's checks (again until none fails, for at
+// most o.wait) and prints them.
+func runKubeCheck(ctx context.Context, w io.Writer, g *globalOptions, k *kubeTarget, o *checkOptions) error {
+	kc := &kubeChecker{k: k, version: version, pre: o.pre, proxy: o.proxy, proxyNamespace: g.namespace}
+	deadline := time.Now().Add(o.wait)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		cats := kc.run(cctx)
+		cancel()
+		if categoriesPassed(cats) || time.Now().After(deadline) {
+			renderCategories(w, cats)
+			if !categoriesPassed(cats) {
+				return errSilent
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// checkResult is one ✓, ‼ or × line, with details under a ‼ or ×.
 type checkResult struct {
-	Name    string
-	OK      bool
+	Name string
+	OK   bool
+	// Warn makes a check that is not OK a warning (‼), which does not fail
+	// the command.
+	Warn    bool
 	Detail  string   // after the name, in parentheses
 	Hints   []string // lines under a failed check
 	Skipped bool     // not run because an earlier check failed
 }
 
+// mark is the result's ✓, ‼ or ×.
+func (r checkResult) mark() string {
+	switch {
+	case r.OK:
+		return "✓"
+	case r.Warn:
+		return "‼"
+	}
+	return "×"
+}
+
+// failed reports whether r fails the command (×).
+func (r checkResult) failed() bool { return !r.OK && !r.Warn }
+
 func allPassed(rs []checkResult) bool {
 	for _, r := range rs {
-		if !r.OK {
+		if r.failed() {
 			return false
 		}
 	}
 	return true
+}
+
+// checkCategory is a titled group of checks, as `linkerd check` prints
+// them.
+type checkCategory struct {
+	Name    string
+	Results []checkResult
 }
 
 // runChecks runs the checks in order; those that need the API are skipped
@@ -220,30 +298,50 @@ func checkMeshed(st *up.Status, sums []telemetry.WorkloadSummary, telErr error) 
 	return r
 }
 
-// renderCheck writes the results as `linkerd check` does.
+// renderCheck writes local mode's results as `linkerd check` does.
 func renderCheck(w io.Writer, rs []checkResult) {
-	fmt.Fprintln(w, "sluice-local")
-	fmt.Fprintln(w, "------------")
-	for _, r := range rs {
-		mark := "✓"
-		if !r.OK {
-			mark = "×"
+	renderCategories(w, []checkCategory{{Name: "sluice-local", Results: rs}})
+}
+
+// renderCategories writes each category's title, underlined, and its
+// results, one line each with the hints of a ‼ or × indented below; then
+// the summary, × when any check failed.
+func renderCategories(w io.Writer, cats []checkCategory) {
+	ok := true
+	for i, c := range cats {
+		if i > 0 {
+			fmt.Fprintln(w)
 		}
-		line := mark + " " + r.Name
-		if r.Detail != "" {
-			line += " (" + r.Detail + ")"
-		}
-		fmt.Fprintln(w, line)
-		if !r.OK {
-			for _, h := range r.Hints {
-				fmt.Fprintln(w, "    "+strings.TrimRight(h, "\n"))
+		fmt.Fprintln(w, c.Name)
+		fmt.Fprintln(w, strings.Repeat("-", len([]rune(c.Name))))
+		for _, r := range c.Results {
+			line := r.mark() + " " + r.Name
+			if r.Detail != "" {
+				line += " (" + r.Detail + ")"
 			}
+			fmt.Fprintln(w, line)
+			if !r.OK {
+				for _, h := range r.Hints {
+					fmt.Fprintln(w, "    "+strings.TrimRight(h, "\n"))
+				}
+			}
+			ok = ok && !r.failed()
 		}
 	}
 	fmt.Fprintln(w)
-	if allPassed(rs) {
+	if ok {
 		fmt.Fprintln(w, "Status check results are ✓")
 	} else {
 		fmt.Fprintln(w, "Status check results are ×")
 	}
+}
+
+// categoriesPassed reports whether no check of cats failed (×).
+func categoriesPassed(cats []checkCategory) bool {
+	for _, c := range cats {
+		if !allPassed(c.Results) {
+			return false
+		}
+	}
+	return true
 }

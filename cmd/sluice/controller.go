@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -21,8 +20,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -79,7 +76,7 @@ active (leader election); /healthz and /readyz are served on
 		Example: `  sluice controller --telemetry-addr http://sluice-telemetry.sluice:9995`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger, err := controllerLogger(o.logLevel, cmd.ErrOrStderr())
+			logger, err := roleLogger("controller", o.logLevel, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -110,19 +107,9 @@ active (leader election); /healthz and /readyz are served on
 	return cmd
 }
 
-// controllerLogger is the controller's JSON logger at level (debug, info,
-// warn or error), writing to w.
-func controllerLogger(level string, w io.Writer) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})).With("component", "controller"), nil
-}
-
 // runController runs the controller until ctx ends.
 func runController(ctx context.Context, o *controllerOptions, logger *slog.Logger) error {
-	cfg, err := controllerRESTConfig(o)
+	cfg, err := roleRESTConfig(o.kubeconfig, o.kubeContext)
 	if err != nil {
 		return err
 	}
@@ -232,26 +219,6 @@ func controllerScheme() *runtime.Scheme {
 	utilruntime.Must(v1beta1.AddToScheme(s))
 	utilruntime.Must(gatewayv1.Install(s))
 	return s
-}
-
-// controllerRESTConfig is the API server configuration: the given
-// kubeconfig, or in-cluster, or the usual kubeconfig files.
-func controllerRESTConfig(o *controllerOptions) (*rest.Config, error) {
-	if o.kubeconfig == "" && o.kubeContext == "" {
-		if cfg, err := rest.InClusterConfig(); err == nil {
-			return cfg, nil
-		}
-	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if o.kubeconfig != "" {
-		rules.ExplicitPath = o.kubeconfig
-	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules,
-		&clientcmd.ConfigOverrides{CurrentContext: o.kubeContext}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("loading the Kubernetes configuration (--kubeconfig %q, --context %q): %w", o.kubeconfig, o.kubeContext, err)
-	}
-	return cfg, nil
 }
 
 // secretReader reads one key of a Secret from the API server, for the

@@ -58,7 +58,7 @@ func TestControllerCommand(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	logs := &controllerLogs{}
 	done := make(chan error, 1)
-	logger, err := controllerLogger(o.logLevel, logs)
+	logger, err := roleLogger("controller", o.logLevel, logs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,7 +65,7 @@ spec:
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	if stderr != "deployment/web: injected (sidecar container); warning: no container declares a TCP port: inbound connections bypass the proxy\n" {
+	if stderr != "deployment/web: injected (sidecar container)\n" {
 		t.Errorf("stderr = %q", stderr)
 	}
 	if !strings.Contains(out, "futureField: kept") {

@@ -74,16 +74,6 @@ func TestInstallCRDs(t *testing.T) {
 	}
 }
 
-func TestInstallWithoutCRDsFlag(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	if code := run([]string{"install"}, &stdout, &stderr); code != 1 {
-		t.Fatalf("sluice install exited %d, want 1 (only --crds exists so far)", code)
-	}
-	if stdout.Len() != 0 || !strings.Contains(stderr.String(), "--crds") {
-		t.Errorf("sluice install: stdout %q, stderr %q; want nothing printed and a hint at --crds", stdout.String(), stderr.String())
-	}
-}
-
 // TestInstallCRDsServerDryRun sends `sluice install --crds` to a real API
 // server with no CRD installed, as a server-side dry-run apply: the server
 // validates every CRD as it would on install (structural schema, CEL rules

@@ -46,6 +46,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 // globalOptions are the flags every command has.
 type globalOptions struct {
 	stateDir string
+	// stateDirSet: --state-dir or $SLUICE_STATE_DIR was given.
+	stateDirSet func() bool
+	// kubeconfig and kubeContext choose a cluster; namespace is -n.
+	kubeconfig  string
+	kubeContext string
+	namespace   string
+}
+
+// stateDirGiven reports whether the user named a state directory.
+func (g *globalOptions) stateDirGiven() bool {
+	return os.Getenv("SLUICE_STATE_DIR") != "" || (g.stateDirSet != nil && g.stateDirSet())
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -60,7 +71,22 @@ Local mode runs everything on this machine from Kubernetes-style YAML:
 
   sluice up -f examples/mesh     # start the control plane and the workloads
   sluice stat                    # golden metrics per workload
-  sluice check                   # is the mesh healthy?`,
+  sluice check                   # is the mesh healthy?
+
+On a Kubernetes cluster, the same commands work through the usual kubeconfig:
+
+  sluice install --crds | kubectl apply --server-side -f -
+  sluice check --pre             # can Sluice be installed here?
+  sluice get canaries -A
+  sluice status podinfo --wait --timeout 10m
+
+Where a command acts:
+  --kubeconfig or --context given      that cluster
+  --state-dir or $SLUICE_STATE_DIR     that sluice up
+  otherwise                            the sluice up of .sluice when it runs,
+                                       else the cluster of the usual Kubernetes
+                                       configuration (in-cluster, $KUBECONFIG,
+                                       ~/.kube/config)`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -72,10 +98,16 @@ Local mode runs everything on this machine from Kubernetes-style YAML:
 		defState = up.DefaultStateDir
 	}
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", defState, "directory of local mode's state: certificates, logs, generated configurations, the API address (env SLUICE_STATE_DIR)")
+	pf := root.PersistentFlags()
+	g.stateDirSet = func() bool { return pf.Changed("state-dir") }
+	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file: act on its cluster rather than on a local sluice up")
+	pf.StringVar(&g.kubeContext, "context", "", "kubeconfig context: act on its cluster rather than on a local sluice up")
+	pf.StringVarP(&g.namespace, "namespace", "n", "", "namespace (default: the kubeconfig context's on a cluster, default in local mode)")
 	root.AddCommand(newUpCmd(g), newStatCmd(g), newCheckCmd(g), newInstallCmd())
 	root.AddCommand(newInjectCmd())
 	root.AddCommand(canaryCommands(g)...)
 	root.AddCommand(newControllerCmd())
+	root.AddCommand(newDestinationCmd(), newIdentityCmd(), newTelemetryCmd(), newInjectorCmd())
 	root.AddCommand(newGateCmd(g), newRollbackCmd(g), newLoadTestCmd())
 	return root
 }

@@ -21,7 +21,6 @@ import (
 )
 
 type statOptions struct {
-	namespace     string
 	allNamespaces bool
 	output        string
 	window        time.Duration
@@ -36,7 +35,11 @@ func newStatCmd(g *globalOptions) *cobra.Command {
 rate, requests per second, latency percentiles and share of mutual TLS of
 the requests its replicas served over the time window — as
 ` + "`linkerd viz stat deploy`" + ` shows them. Replicas that are not ready are listed
-below the table with the end of their logs.`,
+below the table with the end of their logs.
+
+On a cluster, the metrics come from the telemetry API of the control plane
+(Service ` + telemetryService + ` in namespace ` + controlPlaneNamespace + `), through the API server's
+service proxy.`,
 		Example: `  sluice stat
   sluice stat deploy/frontend -t 5m
   sluice stat -A -o json`,
@@ -58,7 +61,6 @@ below the table with the end of their logs.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.namespace, "namespace", "n", "default", "namespace of the workloads")
 	f.BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "workloads of every namespace")
 	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	f.DurationVarP(&o.window, "time-window", "t", time.Minute, "the window the metrics are computed over")
@@ -87,21 +89,26 @@ func parseResource(args []string) (string, error) {
 }
 
 func runStat(ctx context.Context, w io.Writer, g *globalOptions, o *statOptions, name string) error {
-	client, err := up.Discover(g.stateDir)
+	t, err := g.resolveTarget(ctx)
 	if err != nil {
 		return err
 	}
-	st, err := client.Status(ctx)
-	if err != nil {
-		return err
+	ns := cmp.Or(g.namespace, localNamespace)
+	if t.kube != nil {
+		ns = t.kube.namespace // -n, else the kubeconfig context's
 	}
-	sums, err := client.Telemetry().Workloads(ctx, o.window)
-	if err != nil {
-		return err
-	}
-	ns := o.namespace
 	if o.allNamespaces {
 		ns = ""
+	}
+	var st *up.Status
+	var sums []telemetry.WorkloadSummary
+	if t.kube != nil {
+		st, sums, err = kubeStat(ctx, t.kube, ns, o.window)
+	} else {
+		st, sums, err = localStat(ctx, t.local, o.window)
+	}
+	if err != nil {
+		return err
 	}
 	rows := statRows(st, sums, ns, name)
 	if o.output == "json" {
@@ -111,6 +118,19 @@ func runStat(ctx context.Context, w io.Writer, g *globalOptions, o *statOptions,
 	}
 	renderStat(w, rows, o.allNamespaces)
 	return nil
+}
+
+// localStat reads what `sluice stat` shows from a running sluice up.
+func localStat(ctx context.Context, c *up.Client, window time.Duration) (*up.Status, []telemetry.WorkloadSummary, error) {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	sums, err := c.Telemetry().Workloads(ctx, window)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, sums, nil
 }
 
 // statRow is one workload's line of `sluice stat` (and its -o json element).

@@ -99,16 +99,11 @@ func buildOne(ctx context.Context, cfg buildConfig, d definition, out string, st
 	if err != nil {
 		return err
 	}
-	img, err := spec.Build(ctx)
-	if err != nil {
-		return err
-	}
+	spec.Ref = ref
 	layoutDir := filepath.Join(out, d.name)
 	tarPath := filepath.Join(out, d.name+".tar")
-	if err := oci.WriteLayout(layoutDir, ref, img); err != nil {
-		return err
-	}
-	if err := oci.WriteTar(tarPath, ref, img); err != nil {
+	img, err := spec.Write(ctx, layoutDir, tarPath)
+	if err != nil {
 		return err
 	}
 	digest, err := img.Digest()

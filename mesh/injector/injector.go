@@ -41,7 +41,13 @@
 // The proxy gets its configuration file's content in the environment variable
 // SLUICE_PROXY_CONFIG_YAML (rendered as JSON, which is YAML too), with
 // $(POD_NAME), $(POD_NAMESPACE) and $(POD_SERVICE_ACCOUNT) references that the
-// kubelet expands from the downward-API variables defined before it.
+// kubelet expands from the downward-API variables defined before it. The
+// proxy reaches the destination service at controlPlane.address and the
+// identity service at controlPlane.identityAddress. Its inbound side runs
+// with originalDst: each redirected connection goes to the port its client
+// dialled, so every TCP port of the pod is served, declared or not (but
+// those in skip-inbound-ports); inbound.app, the first declared TCP port, is
+// only the fallback for connections that were not redirected.
 package injector
 
 import (
@@ -139,6 +145,7 @@ const (
 	OutboundPort    = 4140
 	AdminPort       = 4191
 	DestinationPort = 8086
+	IdentityPort    = 8080
 
 	// InboundPortName and AdminPortName name the proxy's container ports.
 	InboundPortName = "sluice-proxy"
@@ -154,6 +161,7 @@ const (
 	DefaultLogLevel       = "info"
 	DefaultCreatedBy      = "sluice"
 	DestinationService    = "sluice-destination"
+	IdentityService       = "sluice-identity"
 	defaultPullPolicy     = corev1.PullIfNotPresent
 	defaultAwaitTimeout   = "2m"
 	startupProbeThreshold = 120

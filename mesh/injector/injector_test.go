@@ -228,8 +228,9 @@ func TestProxyConfigParses(t *testing.T) {
 			app: "127.0.0.1:5432", policy: "all-authenticated", logLevel: "debug", opaque: []int{5432, 6379}, inboundOpen: true,
 			labels:     map[string]string{"namespace": "0123", "pod": "web-5d8f7c9b4-x7k2p", "statefulset": "db"},
 			goMemLimit: "241591905"},
+		// No declared port: every port is still served, with no fallback.
 		{input: "job.input.yaml", ns: namespace("shop", AnnotationInject, InjectEnabled),
-			logLevel: "info", labels: map[string]string{"namespace": "0123", "pod": "web-5d8f7c9b4-x7k2p", "k8s_job": "backup"}},
+			policy: "all-unauthenticated", inboundOpen: true, logLevel: "info", labels: map[string]string{"namespace": "0123", "pod": "web-5d8f7c9b4-x7k2p", "k8s_job": "backup"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.input, func(t *testing.T) {
@@ -238,12 +239,9 @@ func TestProxyConfigParses(t *testing.T) {
 				t.Fatal(err)
 			}
 			env := expandEnv(t, findContainer(t, got, ProxyContainerName), fields)
-			cfg, err := config.Parse([]byte(env[ConfigEnv]))
-			if err != nil {
-				t.Fatalf("the proxy rejects its configuration: %v\n%s", err, env[ConfigEnv])
-			}
-			if cfg.Inbound.Enabled() != tc.inboundOpen || cfg.Inbound.App != tc.app {
-				t.Errorf("inbound = %+v, want enabled %v app %q", cfg.Inbound, tc.inboundOpen, tc.app)
+			cfg := parseProxyConfig(t, env[ConfigEnv])
+			if cfg.Inbound.Enabled() != tc.inboundOpen || cfg.Inbound.App != tc.app || !cfg.Inbound.OriginalDst {
+				t.Errorf("inbound = %+v, want enabled %v, app %q, originalDst", cfg.Inbound, tc.inboundOpen, tc.app)
 			}
 			if tc.inboundOpen && cfg.Inbound.Policy() != tc.policy {
 				t.Errorf("inbound policy = %q, want %q", cfg.Inbound.Policy(), tc.policy)
@@ -264,12 +262,13 @@ func TestProxyConfigParses(t *testing.T) {
 				t.Errorf("GOMEMLIMIT = %q, want %q", env["GOMEMLIMIT"], tc.goMemLimit)
 			}
 			want := config.ControlPlane{
-				Address:      "sluice-destination.sluice.svc.cluster.local:8086",
-				Identity:     "web.0123.serviceaccount.identity.sluice.cluster.local",
-				TokenFile:    "/var/run/sluice/identity/token",
-				TrustAnchors: "/var/run/sluice/trust-roots/ca.crt",
-				Namespace:    "0123",
-				Workload:     "0123/web-5d8f7c9b4-x7k2p",
+				Address:         "sluice-destination.sluice.svc.cluster.local:8086",
+				IdentityAddress: "sluice-identity.sluice.svc.cluster.local:8080",
+				Identity:        "web.0123.serviceaccount.identity.sluice.cluster.local",
+				TokenFile:       "/var/run/sluice/identity/token",
+				TrustAnchors:    "/var/run/sluice/trust-roots/ca.crt",
+				Namespace:       "0123",
+				Workload:        "0123/web-5d8f7c9b4-x7k2p",
 			}
 			if cfg.ControlPlane == nil || !reflect.DeepEqual(*cfg.ControlPlane, want) {
 				t.Errorf("controlPlane = %+v, want %+v", cfg.ControlPlane, want)
@@ -287,6 +286,20 @@ func TestProxyConfigParses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// parseProxyConfig parses the rendered configuration as the proxy does
+// (strictly: an unknown field fails) and checks its control-plane addresses.
+func parseProxyConfig(t *testing.T, rendered string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(rendered))
+	if err != nil {
+		t.Fatalf("the proxy rejects its configuration: %v\n%s", err, rendered)
+	}
+	if got, want := cfg.ControlPlane.IdentityAddress, "sluice-identity.sluice.svc.cluster.local:8080"; got != want {
+		t.Errorf("controlPlane.identityAddress = %v, want %s", got, want)
+	}
+	return cfg
 }
 
 // TestInitArgs checks the init container's flags against what
@@ -667,4 +680,91 @@ func TestReportString(t *testing.T) {
 			t.Errorf("got %q, want %q", got, tc.want)
 		}
 	}
+}
+
+// TestControlPlaneAddresses: the proxy reaches the destination and identity
+// Services of the configured control-plane namespace and cluster domain.
+func TestControlPlaneAddresses(t *testing.T) {
+	tests := []struct {
+		name         string
+		cfg          Config
+		destination  string
+		identityAddr string
+	}{
+		{"defaults", Config{}, "sluice-destination.sluice.svc.cluster.local:8086", "sluice-identity.sluice.svc.cluster.local:8080"},
+		{"other namespace and domain", Config{ControlPlaneNamespace: "mesh", ClusterDomain: "corp.example"},
+			"sluice-destination.mesh.svc.corp.example:8086", "sluice-identity.mesh.svc.corp.example:8080"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, _, err := Inject(readPod(t, "deployment.input.yaml"), shopEnabled, tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pc proxyConfig
+			if err := json.Unmarshal([]byte(envValue(findContainer(t, got, ProxyContainerName), ConfigEnv)), &pc); err != nil {
+				t.Fatal(err)
+			}
+			if pc.ControlPlane.Address != tc.destination || pc.ControlPlane.IdentityAddress != tc.identityAddr {
+				t.Errorf("address %q identityAddress %q, want %q %q", pc.ControlPlane.Address, pc.ControlPlane.IdentityAddress, tc.destination, tc.identityAddr)
+			}
+			if !pc.Inbound.OriginalDst || pc.Inbound.App != "127.0.0.1:8080" {
+				t.Errorf("inbound = %+v, want originalDst with app 127.0.0.1:8080", pc.Inbound)
+			}
+		})
+	}
+}
+
+// TestEveryInboundPortServed: with originalDst no declared port bypasses
+// the proxy, except those skip-inbound-ports names.
+func TestEveryInboundPortServed(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "multi", Namespace: "shop"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{
+			{Name: "a", Ports: []corev1.ContainerPort{{ContainerPort: 8080}, {ContainerPort: 9090}}},
+			{Name: "b", Ports: []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9187}}},
+		}},
+	}
+	tests := []struct {
+		name       string
+		skip       string
+		wantIgnore string // the init container's --inbound-ports-to-ignore; "" for none
+	}{
+		{"no skip", "", ""},
+		{"skip by name", "metrics", "9187"},
+		{"skip a range", "9000-9100", "9000-9100"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := pod.DeepCopy()
+			if tc.skip != "" {
+				p.Annotations = map[string]string{AnnotationSkipInboundPorts: tc.skip}
+			}
+			got, rep, err := Inject(p, shopEnabled, DefaultConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Warnings) != 0 {
+				t.Errorf("warnings %q, want none", rep.Warnings)
+			}
+			ignore := ""
+			for _, a := range findContainer(t, got, InitContainerName).Args {
+				if v, ok := strings.CutPrefix(a, "--inbound-ports-to-ignore="); ok {
+					ignore = v
+				}
+			}
+			if ignore != tc.wantIgnore {
+				t.Errorf("--inbound-ports-to-ignore=%q, want %q", ignore, tc.wantIgnore)
+			}
+		})
+	}
+}
+
+func envValue(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
 }

@@ -29,10 +29,10 @@ func ref(name string) string { return "$(" + name + ")" }
 // mutate adds the sidecar to pod (a copy that Inject owns).
 func mutate(pod *corev1.Pod, w workload, o options, cfg Config, rep *Report) {
 	image := imageRef(o.image, o.version)
-	app, bypass, warnings := inboundApp(&pod.Spec, o.skipInbound)
+	app, warnings := inboundApp(&pod.Spec)
 	rep.Warnings = append(rep.Warnings, warnings...)
 
-	init := initContainer(image, cfg, o, bypass)
+	init := initContainer(image, cfg, o)
 	proxy := proxyContainer(image, cfg, o, w, app)
 	if cfg.NativeSidecars {
 		proxy.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
@@ -98,18 +98,12 @@ func setDefault(m *map[string]string, key, value string) {
 	}
 }
 
-// inboundApp picks the application address the proxy forwards inbound
-// connections to: the first TCP port of the first container that declares
-// one. The proxy forwards to that one address, so the pod's other TCP ports
-// are returned to bypass the proxy (a connection to them would otherwise
-// reach the wrong port), unless skipped already; with no TCP port at all
-// every inbound port bypasses it and app is "".
-func inboundApp(spec *corev1.PodSpec, skipped []portRange) (app string, bypass []portRange, warnings []string) {
-	isSkipped := func(port int) bool {
-		return slices.ContainsFunc(skipped, func(r portRange) bool { return r.first <= port && port <= r.last })
-	}
-	appPort := 0
-	seen := map[int]bool{}
+// inboundApp picks the fallback application address of the proxy's inbound
+// side: the first TCP port of the first container that declares one, or ""
+// when none does. The proxy forwards each redirected connection to the port
+// its client dialled (originalDst), so every port is served, declared or
+// not; app is only where a connection that was not redirected goes.
+func inboundApp(spec *corev1.PodSpec) (app string, warnings []string) {
 	for _, c := range spec.Containers {
 		for _, p := range c.Ports {
 			port := int(p.ContainerPort)
@@ -119,33 +113,24 @@ func inboundApp(spec *corev1.PodSpec, skipped []portRange) (app string, bypass [
 			switch {
 			case p.Protocol != "" && p.Protocol != corev1.ProtocolTCP:
 				warnings = append(warnings, fmt.Sprintf("container %s port %d/%s is not proxied (only TCP is)", c.Name, port, p.Protocol))
-			case appPort == 0:
-				appPort = port
-				seen[port] = true
-			case !seen[port] && !isSkipped(port):
-				seen[port] = true
-				bypass = append(bypass, portRange{port, port})
-				warnings = append(warnings, fmt.Sprintf("container %s port %d bypasses the proxy: it forwards inbound connections to port %d only", c.Name, port, appPort))
+			case app == "":
+				app = "127.0.0.1:" + strconv.Itoa(port)
 			}
 		}
 	}
-	if appPort == 0 {
-		warnings = append(warnings, "no container declares a TCP port: inbound connections bypass the proxy")
-		return "", []portRange{{1, 65535}}, warnings
-	}
-	return "127.0.0.1:" + strconv.Itoa(appPort), bypass, warnings
+	return app, warnings
 }
 
 // initContainer is `sluice-proxy init`, which writes the pod's iptables rules.
-func initContainer(image string, cfg Config, o options, bypass []portRange) corev1.Container {
+func initContainer(image string, cfg Config, o options) corev1.Container {
 	args := []string{"init",
 		"--proxy-uid=" + strconv.Itoa(ProxyUID),
 		"--inbound-port=" + strconv.Itoa(InboundPort),
 		"--outbound-port=" + strconv.Itoa(OutboundPort),
 		"--admin-port=" + strconv.Itoa(AdminPort),
 	}
-	if in := append(slices.Clone(o.skipInbound), bypass...); len(in) > 0 {
-		args = append(args, "--inbound-ports-to-ignore="+joinRanges(in))
+	if len(o.skipInbound) > 0 {
+		args = append(args, "--inbound-ports-to-ignore="+joinRanges(o.skipInbound))
 	}
 	if len(o.skipOutbound) > 0 {
 		args = append(args, "--outbound-ports-to-ignore="+joinRanges(o.skipOutbound))
@@ -256,6 +241,7 @@ type proxyConfig struct {
 type proxyInbound struct {
 	Listen        string `json:"listen"`
 	App           string `json:"app,omitempty"`
+	OriginalDst   bool   `json:"originalDst"`
 	DefaultPolicy string `json:"defaultPolicy,omitempty"`
 }
 
@@ -264,12 +250,18 @@ type proxyOutbound struct {
 }
 
 type proxyControlPlane struct {
-	Address      string `json:"address"`
-	Identity     string `json:"identity"`
-	TokenFile    string `json:"tokenFile"`
-	TrustAnchors string `json:"trustAnchors"`
-	Namespace    string `json:"namespace"`
-	Workload     string `json:"workload"`
+	Address         string `json:"address"`
+	IdentityAddress string `json:"identityAddress"`
+	Identity        string `json:"identity"`
+	TokenFile       string `json:"tokenFile"`
+	TrustAnchors    string `json:"trustAnchors"`
+	Namespace       string `json:"namespace"`
+	Workload        string `json:"workload"`
+}
+
+// serviceAddress is the host:port of a control-plane Service.
+func serviceAddress(service string, port int, cfg Config) string {
+	return fmt.Sprintf("%s.%s.svc.%s:%d", service, cfg.ControlPlaneNamespace, cfg.ClusterDomain, port)
 }
 
 // renderConfig writes the proxy's configuration as indented JSON (which is
@@ -278,22 +270,20 @@ type proxyControlPlane struct {
 func renderConfig(cfg Config, o options, w workload, app string) string {
 	pc := proxyConfig{
 		Admin:       fmt.Sprintf("0.0.0.0:%d", AdminPort),
-		Inbound:     proxyInbound{Listen: "off"},
+		Inbound:     proxyInbound{Listen: fmt.Sprintf("0.0.0.0:%d", InboundPort), App: app, OriginalDst: true, DefaultPolicy: o.policy},
 		Outbound:    proxyOutbound{Listen: fmt.Sprintf("127.0.0.1:%d", OutboundPort)},
 		OpaquePorts: o.opaquePorts,
 		Labels:      map[string]string{"namespace": ref(envPodNamespace), "pod": ref(envPodName)},
 		LogLevel:    o.logLevel,
 		ControlPlane: &proxyControlPlane{
-			Address:      fmt.Sprintf("%s.%s.svc.%s:%d", DestinationService, cfg.ControlPlaneNamespace, cfg.ClusterDomain, DestinationPort),
-			Identity:     identity.Name(ref(envServiceAccount), ref(envPodNamespace), cfg.ControlPlaneNamespace, cfg.TrustDomain),
-			TokenFile:    TokenPath,
-			TrustAnchors: TrustRootsPath,
-			Namespace:    ref(envPodNamespace),
-			Workload:     ref(envPodNamespace) + "/" + ref(envPodName),
+			Address:         serviceAddress(DestinationService, DestinationPort, cfg),
+			IdentityAddress: serviceAddress(IdentityService, IdentityPort, cfg),
+			Identity:        identity.Name(ref(envServiceAccount), ref(envPodNamespace), cfg.ControlPlaneNamespace, cfg.TrustDomain),
+			TokenFile:       TokenPath,
+			TrustAnchors:    TrustRootsPath,
+			Namespace:       ref(envPodNamespace),
+			Workload:        ref(envPodNamespace) + "/" + ref(envPodName),
 		},
-	}
-	if app != "" {
-		pc.Inbound = proxyInbound{Listen: fmt.Sprintf("0.0.0.0:%d", InboundPort), App: app, DefaultPolicy: o.policy}
 	}
 	if l := w.metricLabel(); l != "" {
 		pc.Labels[l] = w.name

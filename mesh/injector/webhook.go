@@ -24,9 +24,9 @@ import (
 // install` must deploy them.
 const (
 	// WebhookConfigurationName is the MutatingWebhookConfiguration's name.
-	WebhookConfigurationName = "sluice-injector-webhook-config"
+	WebhookConfigurationName = "sluice-injector"
 	// WebhookName is the webhook's name inside it.
-	WebhookName = "sluice-injector.sluice.dev"
+	WebhookName = "inject.sluice.dev"
 	// WebhookServiceName is the Service in front of `sluice injector`, on
 	// WebhookServicePort; the API server calls WebhookPath.
 	WebhookServiceName = "sluice-injector"
@@ -57,6 +57,13 @@ type Handler struct {
 	Namespace func(ctx context.Context, name string) (*corev1.Namespace, error)
 	// Log receives a line per decision; nil discards them.
 	Log *slog.Logger
+	// Metrics counts the pods reviewed and what was done to them; nil
+	// counts nothing.
+	Metrics *Metrics
+	// Injected, when set, is called with the namespace of every pod the
+	// sidecar is added to, except in dry runs (the injector publishes the
+	// trust roots there). It must not block.
+	Injected func(namespace string)
 }
 
 func (h *Handler) log() *slog.Logger {
@@ -111,15 +118,20 @@ func (h *Handler) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.SubResource != "" || req.Operation != admissionv1.Create {
 		return resp
 	}
+	h.Metrics.admitted()
 	log := h.log().With("namespace", req.Namespace)
 	warn := func(msg string, err error) *admissionv1.AdmissionResponse {
 		log.Warn(msg, "err", err)
 		resp.Warnings = append(resp.Warnings, fmt.Sprintf("sluice: %s: %v", msg, err))
 		return resp
 	}
+	failed := func(msg string, err error) *admissionv1.AdmissionResponse {
+		h.Metrics.errored()
+		return warn(msg, err)
+	}
 	var pod corev1.Pod
 	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
-		return warn("sidecar not injected, the pod could not be decoded", err)
+		return failed("sidecar not injected, the pod could not be decoded", err)
 	}
 	if pod.Namespace == "" {
 		pod.Namespace = req.Namespace
@@ -135,9 +147,10 @@ func (h *Handler) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	patched, report, err := Inject(&pod, ns, h.Config)
 	log = log.With("workload", report.Workload)
 	if err != nil {
-		return warn("sidecar not injected", err)
+		return failed("sidecar not injected", err)
 	}
 	if !report.Injected {
+		h.Metrics.skipped()
 		log.Debug("sidecar not injected", "reason", report.Skipped)
 		return resp
 	}
@@ -146,13 +159,18 @@ func (h *Handler) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 		resp.Patch, err = json.Marshal(ops)
 	}
 	if err != nil {
-		return warn("sidecar not injected", err)
+		return failed("sidecar not injected", err)
+	}
+	h.Metrics.injected()
+	dryRun := ptr.Deref(req.DryRun, false)
+	if h.Injected != nil && !dryRun {
+		h.Injected(pod.Namespace)
 	}
 	resp.PatchType = ptr.To(admissionv1.PatchTypeJSONPatch)
 	for _, w := range report.Warnings {
 		resp.Warnings = append(resp.Warnings, "sluice: "+w)
 	}
-	log.Info("sidecar injected", "native", report.Native, "warnings", len(report.Warnings), "dryRun", ptr.Deref(req.DryRun, false))
+	log.Info("sidecar injected", "native", report.Native, "warnings", len(report.Warnings), "dryRun", dryRun)
 	return resp
 }
 
@@ -182,7 +200,19 @@ func (h *Handler) ServeListener(ctx context.Context, ln net.Listener, certPEM, k
 	return h.serve(ctx, ln, cert)
 }
 
+// ServeTLS is ServeListener with the serving certificate from
+// getCertificate, asked at every TLS handshake (CertificateFiles's
+// GetCertificate, which follows changes of the certificate files); it
+// closes ln.
+func (h *Handler) ServeTLS(ctx context.Context, ln net.Listener, getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)) error {
+	return h.serveTLS(ctx, ln, &tls.Config{GetCertificate: getCertificate})
+}
+
 func (h *Handler) serve(ctx context.Context, ln net.Listener, cert tls.Certificate) error {
+	return h.serveTLS(ctx, ln, &tls.Config{Certificates: []tls.Certificate{cert}})
+}
+
+func (h *Handler) serveTLS(ctx context.Context, ln net.Listener, tlsConfig *tls.Config) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc(HealthPath, func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.Handle("/", h)
@@ -194,11 +224,9 @@ func (h *Handler) serve(ctx context.Context, ln net.Listener, cert tls.Certifica
 		IdleTimeout:       90 * time.Second,
 		ErrorLog:          slog.NewLogLogger(h.log().Handler(), slog.LevelWarn),
 	}
-	tlsLn := tls.NewListener(ln, &tls.Config{
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
-		NextProtos:   []string{"h2", "http/1.1"},
-	})
+	tlsConfig.MinVersion = tls.VersionTLS12
+	tlsConfig.NextProtos = []string{"h2", "http/1.1"}
+	tlsLn := tls.NewListener(ln, tlsConfig)
 	h.log().Info("injector webhook listening", "addr", ln.Addr().String())
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(tlsLn) }()

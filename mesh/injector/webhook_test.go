@@ -23,6 +23,8 @@ import (
 	"time"
 
 	jsonpatch "github.com/evanphx/json-patch/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -116,8 +118,9 @@ func TestHandlerRoundTrip(t *testing.T) {
 	}{
 		{name: "deployment pod", input: "deployment.input.yaml", ns: "shop", wantPatch: true},
 		{name: "namespace from the request", input: "deployment.input.yaml", ns: "shop", clearNS: true, wantPatch: true},
-		{name: "job pod", input: "job.input.yaml", ns: "shop", wantPatch: true,
-			wantWarn: []string{"sluice: no container declares a TCP port"}},
+		{name: "job pod", input: "job.input.yaml", ns: "shop", wantPatch: true},
+		{name: "udp pod", input: "udp.input.yaml", ns: "shop", wantPatch: true,
+			wantWarn: []string{"sluice: container cache port 53/UDP is not proxied"}},
 		{name: "annotations", input: "annotations.input.yaml", ns: "shop", wantPatch: true},
 		{name: "disabled", input: "disabled.input.yaml", ns: "shop"},
 		{name: "namespace not enabled", input: "deployment.input.yaml", ns: "plain"},
@@ -473,4 +476,59 @@ func TestWebhookConfiguration(t *testing.T) {
 			t.Errorf("%s: webhook called %v, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+// TestAdmitCountsAndPublishes: every reviewed pod is counted once as
+// admitted and once by outcome, and Injected is called for injected pods
+// only, never for dry runs.
+func TestAdmitCountsAndPublishes(t *testing.T) {
+	enabled := readPod(t, "deployment.input.yaml")
+	disabled := enabled.DeepCopy()
+	disabled.Annotations = map[string]string{AnnotationInject: InjectDisabled}
+	invalid := enabled.DeepCopy()
+	invalid.Annotations = map[string]string{AnnotationProxyLogLevel: "loud"}
+	tests := []struct {
+		name                               string
+		pod                                *corev1.Pod
+		dryRun                             bool
+		injected, skipped, errored, called float64
+	}{
+		{"injected", enabled, false, 1, 0, 0, 1},
+		{"injected in a dry run", enabled, true, 1, 0, 0, 0},
+		{"skipped", disabled, false, 0, 1, 0, 0},
+		{"invalid annotation", invalid, false, 0, 0, 1, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var published []string
+			m := NewMetrics(prometheus.NewRegistry())
+			h := &Handler{
+				Config: DefaultConfig(), Namespace: namespaces(namespace("shop", AnnotationInject, InjectEnabled)),
+				Metrics: m, Injected: func(ns string) { published = append(published, ns) },
+			}
+			raw, err := json.Marshal(tc.pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp := h.Admit(context.Background(), &admissionv1.AdmissionRequest{
+				UID: "1", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}, Namespace: "shop",
+				Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: raw}, DryRun: &tc.dryRun,
+			})
+			if !resp.Allowed {
+				t.Error("not allowed")
+			}
+			got := []float64{testutil.ToFloat64(m.Admitted), testutil.ToFloat64(m.Injected), testutil.ToFloat64(m.Skipped), testutil.ToFloat64(m.Errored), float64(len(published))}
+			want := []float64{1, tc.injected, tc.skipped, tc.errored, tc.called}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("admitted, injected, skipped, errored, published = %v, want %v", got, want)
+			}
+			if tc.called > 0 && published[0] != "shop" {
+				t.Errorf("published %v, want shop", published)
+			}
+		})
+	}
+	// A nil *Metrics counts nothing, and does not panic.
+	(&Handler{Config: DefaultConfig()}).Admit(context.Background(), &admissionv1.AdmissionRequest{
+		Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}, Operation: admissionv1.Create, Object: runtime.RawExtension{Raw: []byte("{")},
+	})
 }

@@ -479,3 +479,30 @@ func dump(v any) string {
 	}
 	return string(b)
 }
+
+// TestEndpointRevision checks that endpoints carry the canary controller's
+// revision (the pods' sluice.dev/revision annotation), as the telemetry does,
+// and the pod-template-hash of pods without it.
+func TestEndpointRevision(t *testing.T) {
+	s := &Source{}
+	for _, tt := range []struct {
+		name        string
+		annotations map[string]string
+		want        string
+	}{
+		{"canary revision", map[string]string{"sluice.dev/revision": "7c9e1"}, "7c9e1"},
+		{"pod-template-hash", nil, "5d8f"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{
+				Name: "web-5d8f-a", Namespace: "shop",
+				Labels:      map[string]string{"pod-template-hash": "5d8f"},
+				Annotations: tt.annotations,
+			}}
+			e := s.endpoint("10.1.0.1:8080", 8080, true, "shop", pod.Name, pod)
+			if got := e.Labels["revision"]; got != tt.want {
+				t.Errorf("revision label = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}

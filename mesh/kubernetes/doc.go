@@ -16,6 +16,9 @@
 //   - LoadCA and WatchIssuerSecret build the identity CA from the trust
 //     anchor ConfigMap and the issuer Secret, and follow the Secret as it is
 //     rotated.
+//   - TelemetryTargets lists the proxies of the running meshed pods for the
+//     mesh telemetry (telemetry.TargetSource), labelled with each pod's
+//     namespace, name, workload and revision (annotation sluice.dev/revision).
 //
 // # Endpoints
 //

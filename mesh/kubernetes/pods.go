@@ -7,6 +7,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	sluicev1beta1 "github.com/sluicehq/sluice/crds/sluice/v1beta1"
 	"github.com/sluicehq/sluice/mesh/api/routetable"
 )
 
@@ -44,7 +45,11 @@ func (s *Source) endpoint(addr string, port int32, ready bool, ns, podName strin
 		e.Labels[kind] = name
 		e.Labels["workload_kind"] = kind
 	}
-	if rev := pod.Labels[appsv1.DefaultDeploymentUniqueLabelKey]; rev != "" {
+	// The revision is the canary controller's (as the telemetry labels
+	// pods), else the Deployment's pod-template-hash.
+	if rev := pod.Annotations[sluicev1beta1.RevisionAnnotation]; rev != "" {
+		e.Labels["revision"] = rev
+	} else if rev := pod.Labels[appsv1.DefaultDeploymentUniqueLabelKey]; rev != "" {
 		e.Labels["revision"] = rev
 	}
 	sa := pod.Spec.ServiceAccountName

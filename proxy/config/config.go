@@ -97,9 +97,13 @@ type Config struct {
 
 // ControlPlane says how to reach Sluice's control plane and who this proxy is.
 type ControlPlane struct {
-	// Address is the host:port of the control plane's gRPC API (destination,
-	// identity and policy).
+	// Address is the host:port of the control plane's gRPC API (destination
+	// and policy; identity too unless IdentityAddress is set).
 	Address string `json:"address"`
+	// IdentityAddress is the host:port of the identity API, when it is not
+	// served at Address (on Kubernetes it is its own service,
+	// sluice-identity); empty means Address.
+	IdentityAddress string `json:"identityAddress,omitempty"`
 	// Identity is the TLS identity this proxy requests, e.g.
 	// "web.default.serviceaccount.identity.sluice.cluster.local".
 	Identity string `json:"identity"`
@@ -116,14 +120,29 @@ type ControlPlane struct {
 	Watch []string `json:"watch,omitempty"`
 }
 
+// IdentityAddr returns the address of the identity API: IdentityAddress,
+// or Address when it is empty.
+func (cp *ControlPlane) IdentityAddr() string {
+	if cp.IdentityAddress != "" {
+		return cp.IdentityAddress
+	}
+	return cp.Address
+}
+
 // Inbound configures the inbound side.
 type Inbound struct {
-	// Listen is the inbound listener's address. When App is set it defaults to
-	// ":4143"; with neither set (or with "off") there is no inbound listener.
+	// Listen is the inbound listener's address. When App or OriginalDst is set
+	// it defaults to ":4143"; with none of them set (or with "off") there is no inbound listener.
 	Listen string `json:"listen"`
 	// App is the application's local address, e.g. 127.0.0.1:8080; required
-	// when Listen is set.
+	// when Listen is set, unless OriginalDst is.
 	App string `json:"app"`
+	// OriginalDst sends each inbound connection that iptables redirected to
+	// the proxy on to the address it was addressed to (its SO_ORIGINAL_DST:
+	// the pod's own IP and the port the client dialled), so every port of
+	// the pod is served, each under its own inbound policy. Connections that
+	// reach the listener directly go to App.
+	OriginalDst bool `json:"originalDst,omitempty"`
 	// Protocol skips detection for inbound connections when set.
 	Protocol routetable.Protocol `json:"protocol,omitempty"`
 	// DefaultPolicy is the inbound authorization policy in force until the
@@ -170,7 +189,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Admin == "" {
 		c.Admin = DefaultAdmin
 	}
-	if c.Inbound.Listen == "" && c.Inbound.App != "" {
+	if c.Inbound.Listen == "" && (c.Inbound.App != "" || c.Inbound.OriginalDst) {
 		c.Inbound.Listen = DefaultInboundListen
 	}
 	if c.Outbound.Listen == "" {

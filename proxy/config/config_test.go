@@ -134,6 +134,11 @@ func TestDefaults(t *testing.T) {
 				t.Errorf("inbound.listen = %q, want :4143", c.Inbound.Listen)
 			}
 		}},
+		{"inbound to original destinations", "inbound: {originalDst: true}", func(t *testing.T, c *Config) {
+			if c.Inbound.Listen != ":4143" || !c.Inbound.Enabled() || c.Inbound.App != "" {
+				t.Errorf("inbound = %+v, want listen :4143 without app", c.Inbound)
+			}
+		}},
 		{"outbound off", `outbound: {listen: "off"}`, func(t *testing.T, c *Config) {
 			if c.Outbound.Listen != Off || c.Outbound.Enabled() {
 				t.Errorf("outbound = %+v, want off", c.Outbound)
@@ -262,7 +267,7 @@ table:
 	want := strings.TrimSpace(`
 admin: "localhost:http": port "http" is not a number within 0-65535
 inbound.listen: "example.com:4143": host "example.com" is not an IP address or localhost
-inbound.app: required when inbound.listen is set (the application's address, e.g. 127.0.0.1:8080)
+inbound.app: required when inbound.listen is set and inbound.originalDst is not (the application's address, e.g. 127.0.0.1:8080)
 inbound.protocol: "tcp" is not http1, http2, grpc or opaque (or empty, to detect)
 inbound.defaultPolicy: "allow-all" is not one of all-unauthenticated, all-authenticated, cluster-unauthenticated, cluster-authenticated, deny, audit
 outbound.listen: "example.com:4140": host "example.com" is not an IP address or localhost

@@ -38,8 +38,8 @@ func (c *Config) Validate() error {
 	if c.Inbound.Listen != "" {
 		checkListen(&p, "inbound.listen", c.Inbound.Listen, true)
 	}
-	if c.Inbound.Enabled() && c.Inbound.App == "" {
-		p.add("inbound.app", "required when inbound.listen is set (the application's address, e.g. 127.0.0.1:8080)")
+	if c.Inbound.Enabled() && c.Inbound.App == "" && !c.Inbound.OriginalDst {
+		p.add("inbound.app", "required when inbound.listen is set and inbound.originalDst is not (the application's address, e.g. 127.0.0.1:8080)")
 	}
 	if c.Inbound.App != "" {
 		checkDial(&p, "inbound.app", c.Inbound.App)
@@ -60,6 +60,9 @@ func (c *Config) Validate() error {
 		// Services named here may be discovered from the control plane.
 		known[anyService] = true
 		checkDial(&p, "controlPlane.address", cp.Address)
+		if cp.IdentityAddress != "" {
+			checkDial(&p, "controlPlane.identityAddress", cp.IdentityAddress)
+		}
 		for _, f := range []struct{ name, v string }{
 			{"controlPlane.identity", cp.Identity},
 			{"controlPlane.tokenFile", cp.TokenFile},

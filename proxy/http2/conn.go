@@ -16,8 +16,8 @@ import (
 
 // Connection-level work done before x/net/http2 sees a client connection.
 //
-// Two h2spec cases fail with x/net/http2's server alone, and both are fixed here
-// rather than in the protocol code:
+// Four h2spec cases fail with x/net/http2's server alone, and all are fixed here
+// rather than in the protocol code (the last two in malformed.go):
 //
 //   - An invalid connection preface: x/net closes the socket with the rest of the
 //     client's bytes unread, so the kernel answers with a TCP RST instead of
@@ -27,6 +27,9 @@ import (
 //     values are processed in order, x/net hangs up on duplicates as a hardening
 //     measure. settingsFilter rewrites such a frame to keep each parameter's last
 //     value, which has the same effect as processing them in order (h2spec 6.5.3 #1).
+//   - A request with a connection-specific header field or TE other than
+//     "trailers": x/net answers 400 where RFC 9113 §8.2.2 asks for a stream
+//     error of type PROTOCOL_ERROR (h2spec 8.1.2.2 #1 and #2).
 
 const (
 	// prefaceTimeout bounds the wait for the client preface (x/net uses the same).
@@ -103,6 +106,8 @@ type settingsFilter struct {
 	r       *bufio.Reader
 	pending []byte // a rewritten frame not yet delivered
 	left    int    // bytes of the current frame still to pass through
+	headers *headerMirror
+	hbuf    []byte // the header frame being inspected
 }
 
 // tlsSettingsFilter keeps the TLS state of a TLS client connection visible to x/net.
@@ -115,7 +120,7 @@ func (f *tlsSettingsFilter) ConnectionState() tls.ConnectionState { return f.cs.
 
 // filterConn wraps c for x/net after the preface has been read.
 func filterConn(c net.Conn) net.Conn {
-	f := &settingsFilter{Conn: c, r: bufio.NewReaderSize(c, 16<<10)}
+	f := &settingsFilter{Conn: c, r: bufio.NewReaderSize(c, 16<<10), headers: newHeaderMirror()}
 	if cs, ok := c.(interface{ ConnectionState() tls.ConnectionState }); ok {
 		return &tlsSettingsFilter{settingsFilter: f, cs: cs}
 	}
@@ -160,6 +165,20 @@ func (f *settingsFilter) Read(p []byte) (int, error) {
 					continue
 				}
 			}
+		}
+		if (hdr[3] == frameTypeHeaders || hdr[3] == frameTypeContinuation) && length <= minMaxFrameSize && !f.headers.off {
+			// Header blocks are read whole and checked (malformed.go).
+			// Larger frames are x/net's to refuse.
+			n := frameHeaderLen + length
+			if cap(f.hbuf) < n {
+				f.hbuf = make([]byte, n)
+			}
+			frame := f.hbuf[:n]
+			if _, err := io.ReadFull(f.r, frame); err != nil {
+				return 0, err // the connection ended mid-frame
+			}
+			f.pending = f.headers.frame(frame, minMaxFrameSize)
+			continue
 		}
 		f.left = frameHeaderLen + length
 	}

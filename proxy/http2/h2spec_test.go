@@ -45,19 +45,9 @@ var h2specSummary = regexp.MustCompile(`(\d+) tests, (\d+) passed, (\d+) skipped
 
 // h2specKnownFailures are the cases x/net/http2's server fails by design and
 // that cannot be fixed around it at an acceptable cost, keyed by h2spec's
-// "package/section" and the case's description.
-//
-// 8.1.2.2: for a request carrying a connection-specific header field (or TE
-// other than "trailers"), x/net answers 400 Bad Request from its own handler
-// (checkValidHTTP2RequestHeaders, new400Handler) and ends the stream normally,
-// where RFC 9113 §8.2.2 asks for a stream error of type PROTOCOL_ERROR. The
-// request never reaches the proxy's handler, so it is never forwarded. Turning
-// it into RST_STREAM(PROTOCOL_ERROR) from outside x/net would take a second
-// HPACK decoder mirroring every request's header block on the hot path.
-var h2specKnownFailures = map[string]string{
-	"http2/8.1.2.2: Sends a HEADERS frame that contains the connection-specific header field":                     "x/net answers 400 instead of RST_STREAM(PROTOCOL_ERROR)",
-	`http2/8.1.2.2: Sends a HEADERS frame that contains the TE header field with any value other than "trailers"`: "x/net answers 400 instead of RST_STREAM(PROTOCOL_ERROR)",
-}
+// "package/section" and the case's description. None today: the four x/net
+// fails alone are fixed in conn.go and malformed.go.
+var h2specKnownFailures = map[string]string{}
 
 // junitReport is the part of h2spec's JUnit report the test reads.
 type junitReport struct {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -38,6 +39,9 @@ const (
 	helperURLEnv   = "SLUICE_NETNS_URL"
 	helperCountEnv = "SLUICE_NETNS_COUNT" // requests to send, each on a new connection
 	helperWaitEnv  = "SLUICE_NETNS_WAIT"  // retry until a 200 for this long
+	// helperHeadersEnv is a JSON object of request headers; "Host" sets the
+	// request's authority.
+	helperHeadersEnv = "SLUICE_NETNS_HEADERS"
 )
 
 // binDir holds the binaries built once for all tests; see buildBinaries.
@@ -51,6 +55,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(helperMain())
 	}
+	// The in-process control plane logs every certificate it issues through
+	// the default logger; keep the output to failures.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	sweepStaleNamespaces()
 	code := m.Run()
 	if binDir != "" {
@@ -66,23 +73,44 @@ func TestMain(m *testing.M) {
 }
 
 // helperMain is the helper mode: GET the URL COUNT times, each on a new
-// connection, print the last status code on the first line and the last body
-// after it. Exit 0 when every answer was 200, 1 otherwise.
+// connection, print the last status code and the last answer's
+// sluice-proxy-error header on the first line and the last body after it.
+// Exit 0 when every answer was 200, 1 otherwise.
 func helperMain() int {
 	url := os.Getenv(helperURLEnv)
 	count, _ := strconv.Atoi(os.Getenv(helperCountEnv))
 	count = max(count, 1)
 	wait, _ := time.ParseDuration(os.Getenv(helperWaitEnv))
+	var headers map[string]string
+	if h := os.Getenv(helperHeadersEnv); h != "" {
+		if err := json.Unmarshal([]byte(h), &headers); err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n", helperHeadersEnv, err)
+			return 1
+		}
+	}
 	client := &http.Client{
 		Timeout:   10 * time.Second,
 		Transport: &http.Transport{DisableKeepAlives: true},
 	}
+	var proxyError string
 	get := func() (int, []byte, error) {
-		resp, err := client.Get(url)
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return 0, nil, err
+		}
+		for k, v := range headers {
+			if http.CanonicalHeaderKey(k) == "Host" {
+				req.Host = v
+			} else {
+				req.Header.Set(k, v)
+			}
+		}
+		resp, err := client.Do(req)
 		if err != nil {
 			return 0, nil, err
 		}
 		defer resp.Body.Close()
+		proxyError = resp.Header.Get("Sluice-Proxy-Error")
 		body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 		return resp.StatusCode, body, err
 	}
@@ -98,7 +126,7 @@ func helperMain() int {
 			return 1
 		}
 		if i == count-1 || status != http.StatusOK {
-			fmt.Printf("%d\n%s", status, body)
+			fmt.Printf("%d %s\n%s", status, strings.ReplaceAll(proxyError, "\n", " "), body)
 		}
 		if status != http.StatusOK {
 			return 1
@@ -387,11 +415,37 @@ func (p *process) output() string {
 // body. While it runs, any of watch exiting fails the test with its output.
 func (ns *netns) get(t *testing.T, url string, count int, wait time.Duration, watch ...*process) (int, string) {
 	t.Helper()
+	r := ns.request(t, helperRequest{url: url, count: count, wait: wait}, watch...)
+	return r.status, r.body
+}
+
+// helperRequest is what the helper sends: count GETs of url (each on a new
+// connection, retried until 200 for up to wait) with headers ("Host" sets
+// the authority).
+type helperRequest struct {
+	url     string
+	count   int
+	wait    time.Duration
+	headers map[string]string
+}
+
+// helperReply is the helper's last answer.
+type helperReply struct {
+	status     int
+	proxyError string // its sluice-proxy-error header
+	body       string
+}
+
+// request runs the helper inside the namespace as an application would (as
+// root, so the init rules redirect it), failing the test if it could not
+// get an answer. While it runs, any of watch exiting fails the test.
+func (ns *netns) request(t *testing.T, req helperRequest, watch ...*process) helperReply {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ns.helperGet(t, ns.command(self), url, count, wait, watch)
+	return ns.helperGet(t, ns.command(self), req, watch)
 }
 
 // getAsProxyUID is get with the client running as the proxy's UID, whose
@@ -401,7 +455,8 @@ func (ns *netns) getAsProxyUID(t *testing.T, url string) (int, string) {
 	self := helperCopy(t)
 	uid := strconv.Itoa(proxyUID)
 	cmd := ns.command("setpriv", "--reuid", uid, "--regid", uid, "--clear-groups", self)
-	return ns.helperGet(t, cmd, url, 1, 0, nil)
+	r := ns.helperGet(t, cmd, helperRequest{url: url, count: 1}, nil)
+	return r.status, r.body
 }
 
 var (
@@ -436,10 +491,18 @@ func helperCopy(t *testing.T) string {
 }
 
 // helperGet runs cmd, a command that starts the test binary, in helper mode.
-func (ns *netns) helperGet(t *testing.T, cmd *exec.Cmd, url string, count int, wait time.Duration, watch []*process) (int, string) {
+func (ns *netns) helperGet(t *testing.T, cmd *exec.Cmd, req helperRequest, watch []*process) helperReply {
 	t.Helper()
+	url := req.url
 	cmd.Env = append(os.Environ(), helperEnv+"=get", helperURLEnv+"="+url,
-		helperCountEnv+"="+strconv.Itoa(count), helperWaitEnv+"="+wait.String())
+		helperCountEnv+"="+strconv.Itoa(req.count), helperWaitEnv+"="+req.wait.String())
+	if len(req.headers) > 0 {
+		h, err := json.Marshal(req.headers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Env = append(cmd.Env, helperHeadersEnv+"="+string(h))
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
@@ -468,11 +531,12 @@ func (ns *netns) helperGet(t *testing.T, cmd *exec.Cmd, url string, count int, w
 		t.Fatalf("%s exited (%v) while waiting for %s:\n%s", p.name, p.err, url, p.output())
 	}
 	statusLine, body, _ := strings.Cut(stdout.String(), "\n")
-	status, _ := strconv.Atoi(statusLine)
+	statusText, proxyError, _ := strings.Cut(statusLine, " ")
+	status, _ := strconv.Atoi(statusText)
 	if status == 0 {
 		t.Fatalf("in %s: GET %s failed: %v\n%s", ns.name, url, waitErr, stderr.String())
 	}
-	return status, body
+	return helperReply{status: status, proxyError: proxyError, body: body}
 }
 
 // scrape fetches a proxy's /metrics from inside its namespace.

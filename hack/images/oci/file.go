@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"io/fs"
@@ -14,7 +16,6 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
@@ -187,7 +188,7 @@ func writeLayerTar(ctx context.Context, w io.Writer, es []entry) error {
 			Mode:    tarMode(e.Mode),
 			Uid:     e.UID,
 			Gid:     e.GID,
-			ModTime: Epoch,
+			ModTime: epoch,
 			Format:  tar.FormatPAX,
 		}
 		var data []byte
@@ -223,23 +224,46 @@ func buildLayer(ctx context.Context, files []File) (v1.Layer, error) {
 	if err != nil {
 		return nil, err
 	}
-	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, gzip.DefaultCompression)
+	var tarBuf, gzBuf bytes.Buffer
+	diffID := sha256.New()
+	if err := writeLayerTar(ctx, io.MultiWriter(&tarBuf, diffID), es); err != nil {
+		return nil, err
+	}
+	zw, err := gzip.NewWriterLevel(&gzBuf, gzip.BestSpeed)
 	if err != nil {
 		return nil, err
 	}
-	if err := writeLayerTar(ctx, zw, es); err != nil {
-		return nil, err
+	if _, err := zw.Write(tarBuf.Bytes()); err != nil {
+		return nil, fmt.Errorf("compressing the layer: %w", err)
 	}
 	if err := zw.Close(); err != nil {
 		return nil, fmt.Errorf("compressing the layer: %w", err)
 	}
-	blob := buf.Bytes()
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(blob)), nil
-	}, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		return nil, fmt.Errorf("hashing the layer: %w", err)
-	}
-	return layer, nil
+	digest := sha256.Sum256(gzBuf.Bytes())
+	return &memLayer{
+		tar:    tarBuf.Bytes(),
+		gz:     gzBuf.Bytes(),
+		digest: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(digest[:])},
+		diffID: v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(diffID.Sum(nil))},
+	}, nil
 }
+
+// memLayer is a layer held in memory, compressed and not, with both hashes
+// computed once.
+type memLayer struct {
+	tar, gz        []byte
+	digest, diffID v1.Hash
+}
+
+var _ v1.Layer = (*memLayer)(nil)
+
+func (l *memLayer) Digest() (v1.Hash, error) { return l.digest, nil }
+func (l *memLayer) DiffID() (v1.Hash, error) { return l.diffID, nil }
+func (l *memLayer) Compressed() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(l.gz)), nil
+}
+func (l *memLayer) Uncompressed() (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(l.tar)), nil
+}
+func (l *memLayer) Size() (int64, error)                { return int64(len(l.gz)), nil }
+func (l *memLayer) MediaType() (types.MediaType, error) { return types.OCILayer, nil }

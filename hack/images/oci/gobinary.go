@@ -13,10 +13,13 @@ import (
 // GoBinary is a Go program to build for an image: statically (CGO_ENABLED=0),
 // for linux/runtime.GOARCH, with -trimpath.
 type GoBinary struct {
-	// Package is what `go build` is given, e.g. "./cmd/sluice".
+	// Package is what `go build` is given, e.g. "./cmd/sluice", or a
+	// package at a module version, e.g. "github.com/coredns/coredns@v1.12.0",
+	// which is built with `go install` outside any module, as its own go.mod
+	// says.
 	Package string
 	// Dir is the directory go build runs in (inside the module); empty means
-	// the current directory.
+	// the current directory. It does not matter for Package@version.
 	Dir string
 	// LDFlags are passed as -ldflags, e.g. "-s -w -X main.version=v1".
 	LDFlags string
@@ -39,6 +42,10 @@ func (b GoBinary) Build(ctx context.Context) (File, error) {
 	defer os.RemoveAll(tmp)
 	out := filepath.Join(tmp, filepath.Base(b.Path))
 	args := []string{"build", "-trimpath", "-buildvcs=false", "-o", out}
+	install := strings.Contains(b.Package, "@")
+	if install {
+		args = []string{"install", "-trimpath"}
+	}
 	if b.LDFlags != "" {
 		args = append(args, "-ldflags", b.LDFlags)
 	}
@@ -49,7 +56,19 @@ func (b GoBinary) Build(ctx context.Context) (File, error) {
 	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = b.Dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
-	if msg, err := cmd.CombinedOutput(); err != nil {
+	if install {
+		bin := filepath.Join(tmp, "bin")
+		cmd.Dir = tmp // outside any module
+		cmd.Env = append(cmd.Env, "GOBIN="+bin, "GOFLAGS=")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return File{}, fmt.Errorf("go install %s (for %s): %w\n%s", b.Package, b.Path, err, strings.TrimSpace(string(msg)))
+		}
+		entries, err := os.ReadDir(bin)
+		if err != nil || len(entries) != 1 {
+			return File{}, fmt.Errorf("go install %s (for %s) did not produce one binary in %s: %v", b.Package, b.Path, bin, err)
+		}
+		out = filepath.Join(bin, entries[0].Name())
+	} else if msg, err := cmd.CombinedOutput(); err != nil {
 		return File{}, fmt.Errorf("go build %s (for %s): %w\n%s", b.Package, b.Path, err, strings.TrimSpace(string(msg)))
 	}
 	data, err := os.ReadFile(out)

@@ -2,6 +2,7 @@ package oci
 
 import (
 	"archive/tar"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -38,14 +39,18 @@ func RefAnnotations(ref string) (map[string]string, error) {
 
 // WriteLayout writes img as the only image of an OCI image layout at dir
 // (oci-layout, index.json, blobs/sha256/...), named ref by the annotations
-// of its index.json descriptor. An existing dir is replaced, so no stale
-// blobs remain.
+// of its index.json descriptor. An existing layout at dir is replaced, so no
+// stale blobs remain; an existing dir that is neither empty nor a layout is an
+// error, so that a wrong path does not delete anything.
 func WriteLayout(dir, ref string, img v1.Image) error {
 	ann, err := RefAnnotations(ref)
 	if err != nil {
 		return err
 	}
 	dir = filepath.Clean(dir)
+	if err := replaceable(dir); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return fmt.Errorf("output directory for %s: %w", ref, err)
 	}
@@ -65,6 +70,21 @@ func WriteLayout(dir, ref string, img v1.Image) error {
 	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return fmt.Errorf("writing the layout of %s: %w", ref, err)
+	}
+	return nil
+}
+
+// replaceable returns nil if dir is missing, empty, or an OCI image layout.
+func replaceable(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) || err == nil && len(entries) == 0 {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("output directory %s: %w", dir, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "oci-layout")); err != nil {
+		return fmt.Errorf("refusing to replace %s: it exists and is not an OCI image layout (no oci-layout file)", dir)
 	}
 	return nil
 }
@@ -119,7 +139,7 @@ func WriteTar(path, ref string, img v1.Image) error {
 }
 
 // tarDir writes the tree under root to w in lexical order, with relative
-// names, root ownership, modes 0755/0644 and Epoch times.
+// names, root ownership, modes 0755/0644 and epoch times.
 func tarDir(w io.Writer, root string) error {
 	tw := tar.NewWriter(w)
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -130,7 +150,7 @@ func tarDir(w io.Writer, root string) error {
 		if err != nil {
 			return err
 		}
-		hdr := &tar.Header{Name: filepath.ToSlash(rel), ModTime: Epoch, Format: tar.FormatPAX}
+		hdr := &tar.Header{Name: filepath.ToSlash(rel), ModTime: epoch, Format: tar.FormatPAX}
 		switch {
 		case d.IsDir():
 			hdr.Typeflag, hdr.Name, hdr.Mode = tar.TypeDir, hdr.Name+"/", 0o755

@@ -16,13 +16,16 @@
 //
 //	bin, err := oci.GoBinary{Package: "./cmd/sluice", Path: "/usr/local/bin/sluice"}.Build(ctx)
 //	img := oci.Image{
+//		Ref:        "ghcr.io/sluicehq/sluice:dev",
 //		Files:      []oci.File{bin},
 //		Entrypoint: []string{"/usr/local/bin/sluice"},
 //		User:       "65532",
 //	}
-//	v1img, err := img.Build(ctx)
-//	err = oci.WriteLayout(dir, "ghcr.io/sluicehq/sluice:dev", v1img)
-//	err = oci.WriteTar(dir+".tar", "ghcr.io/sluicehq/sluice:dev", v1img)
+//	built, err := img.Write(ctx, dir+"/sluice", dir+"/sluice.tar")
+//
+// Build, WriteLayout and WriteTar do the same in steps. GoBinary also builds
+// a module version ("github.com/coredns/coredns@v1.12.0"), HostFile copies a
+// host file, and Accounts writes /etc/passwd and /etc/group.
 package oci
 
 import (
@@ -39,15 +42,20 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// Epoch is the creation time written into every image and the modification
+// epoch is the creation time written into every image and the modification
 // time of every layer entry, so that builds are reproducible.
-var Epoch = time.Unix(0, 0).UTC()
+var epoch = time.Unix(0, 0).UTC()
 
 // DefaultPath is the PATH that Build adds to an image whose Env sets none.
 const DefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// Image describes a container image to build: its files and runtime config.
+// Image describes a container image to build: its name, files and runtime
+// config.
 type Image struct {
+	// Ref is the image's full reference with registry and tag, e.g.
+	// "ghcr.io/sluicehq/sluice:v1"; Write names the image by it. Build
+	// ignores it.
+	Ref string
 	// Files are the contents of the image's single layer. Parent directories
 	// that are not listed are added (mode 0755, owned by root).
 	Files []File
@@ -67,6 +75,31 @@ type Image struct {
 	WorkingDir string
 }
 
+// Write builds the image and writes it as an OCI layout at layoutDir and as
+// a tarball of that layout at tarPath (see WriteLayout and WriteTar), named
+// Ref; an empty layoutDir or tarPath skips that output. It returns the image,
+// whose Digest is the manifest digest containerd will show.
+func (i Image) Write(ctx context.Context, layoutDir, tarPath string) (v1.Image, error) {
+	if _, err := RefAnnotations(i.Ref); err != nil {
+		return nil, err
+	}
+	img, err := i.Build(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", i.Ref, err)
+	}
+	if layoutDir != "" {
+		if err := WriteLayout(layoutDir, i.Ref, img); err != nil {
+			return nil, err
+		}
+	}
+	if tarPath != "" {
+		if err := WriteTar(tarPath, i.Ref, img); err != nil {
+			return nil, err
+		}
+	}
+	return img, nil
+}
+
 // Build assembles the image: one gzip layer holding Files and an OCI config
 // for linux/runtime.GOARCH. Host files (File.Source) are read now.
 func (i Image) Build(ctx context.Context) (v1.Image, error) {
@@ -82,7 +115,7 @@ func (i Image) Build(ctx context.Context) (v1.Image, error) {
 	img, err = mutate.Append(img, mutate.Addendum{
 		Layer: layer,
 		History: v1.History{
-			Created:   v1.Time{Time: Epoch},
+			Created:   v1.Time{Time: epoch},
 			CreatedBy: "sluice hack/images/oci",
 			Comment:   fmt.Sprintf("%d files", len(i.Files)),
 		},
@@ -97,7 +130,7 @@ func (i Image) Build(ctx context.Context) (v1.Image, error) {
 	cf = cf.DeepCopy()
 	cf.Architecture = runtime.GOARCH
 	cf.OS = "linux"
-	cf.Created = v1.Time{Time: Epoch}
+	cf.Created = v1.Time{Time: epoch}
 	env := slices.Clone(i.Env)
 	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "PATH=") }) {
 		env = append(env, DefaultPath)

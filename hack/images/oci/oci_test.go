@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -129,11 +130,18 @@ func TestBuildWriteLayoutReadBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "out", "hello")
-	// A stale file in an existing layout must not survive the rewrite.
+	// A directory that is not a layout is not replaced.
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "stale"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteLayout(dir, testRef, img); err == nil || !strings.Contains(err.Error(), "refusing to replace "+dir) {
+		t.Fatalf("WriteLayout over a directory that is not a layout: %v", err)
+	}
+	// A stale file in an existing layout must not survive the rewrite.
+	if err := os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := WriteLayout(dir, testRef, img); err != nil {
@@ -183,8 +191,8 @@ func TestBuildWriteLayoutReadBack(t *testing.T) {
 	if cf.OS != "linux" || cf.Architecture != runtime.GOARCH {
 		t.Errorf("platform %s/%s, want linux/%s", cf.OS, cf.Architecture, runtime.GOARCH)
 	}
-	if !cf.Created.Time.Equal(Epoch) {
-		t.Errorf("created %v, want %v", cf.Created, Epoch)
+	if !cf.Created.Time.Equal(epoch) {
+		t.Errorf("created %v, want %v", cf.Created, epoch)
 	}
 	c := cf.Config
 	if !slices.Equal(c.Entrypoint, []string{"/usr/local/bin/hello"}) || !slices.Equal(c.Cmd, []string{"--flag"}) {
@@ -245,8 +253,8 @@ func TestBuildWriteLayoutReadBack(t *testing.T) {
 		if h.Typeflag != tt.typeflag || h.Mode != tt.mode || h.Uid != tt.uid || h.Linkname != tt.linkname {
 			t.Errorf("%s: type %c mode %o uid %d link %q; want %c %o %d %q", tt.name, h.Typeflag, h.Mode, h.Uid, h.Linkname, tt.typeflag, tt.mode, tt.uid, tt.linkname)
 		}
-		if !h.ModTime.Equal(Epoch) {
-			t.Errorf("%s: mtime %v, want %v", tt.name, h.ModTime, Epoch)
+		if !h.ModTime.Equal(epoch) {
+			t.Errorf("%s: mtime %v, want %v", tt.name, h.ModTime, epoch)
 		}
 		if tt.data != "" && string(e.data) != tt.data {
 			t.Errorf("%s: content %q, want %q", tt.name, e.data, tt.data)
@@ -316,13 +324,16 @@ func TestSameInputsSameDigest(t *testing.T) {
 }
 
 func TestWriteTarIsAnOCILayout(t *testing.T) {
-	img, err := testImage(t, false).Build(t.Context())
+	spec := testImage(t, false)
+	spec.Ref = testRef
+	p := filepath.Join(t.TempDir(), "images", "hello.tar")
+	img, err := spec.Write(t.Context(), "", p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(t.TempDir(), "images", "hello.tar")
-	if err := WriteTar(p, testRef, img); err != nil {
-		t.Fatal(err)
+	// The built image itself is consistent: digests and diffIDs match.
+	if err := validate.Image(img); err != nil {
+		t.Fatalf("the built image is not valid: %v", err)
 	}
 	f, err := os.Open(p)
 	if err != nil {
@@ -357,7 +368,7 @@ func TestWriteTarIsAnOCILayout(t *testing.T) {
 		if got := hex.EncodeToString(sum[:]); got != strings.TrimPrefix(name, "blobs/sha256/") {
 			t.Errorf("blob %s has sha256 %s", name, got)
 		}
-		if !e.hdr.ModTime.Equal(Epoch) || e.hdr.Uid != 0 || e.hdr.Mode != 0o644 {
+		if !e.hdr.ModTime.Equal(epoch) || e.hdr.Uid != 0 || e.hdr.Mode != 0o644 {
 			t.Errorf("blob %s: mtime %v uid %d mode %o", name, e.hdr.ModTime, e.hdr.Uid, e.hdr.Mode)
 		}
 	}
@@ -410,6 +421,12 @@ func TestErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := (Image{Ref: "no-tag.example.test/x", Entrypoint: []string{"/a"}}).Write(t.Context(), t.TempDir(), ""); err == nil || !strings.Contains(err.Error(), `image reference "no-tag.example.test/x"`) {
+		t.Errorf("Write with a Ref without tag: %v", err)
+	}
+	if _, err := (Image{Ref: testRef}).Write(t.Context(), t.TempDir(), ""); err == nil || !strings.Contains(err.Error(), "image "+testRef+": image has neither Entrypoint nor Cmd") {
+		t.Errorf("Write of an image without entrypoint: %v", err)
+	}
 	for _, ref := range []string{"hello", "hello:v1", "example.test/hello", "example.test/hello@sha256:" + strings.Repeat("0", 64), "Example.test/UPPER:v1"} {
 		if err := WriteLayout(filepath.Join(t.TempDir(), "l"), ref, img); err == nil || !strings.Contains(err.Error(), "image reference") {
 			t.Errorf("WriteLayout(ref %q) error %v, want an image reference error", ref, err)
@@ -431,5 +448,49 @@ func TestErrors(t *testing.T) {
 	}
 	if _, err := (GoBinary{Package: "./testdata/hello"}).Build(t.Context()); err == nil || !strings.Contains(err.Error(), "Path must be set") {
 		t.Errorf("GoBinary without Path: %v", err)
+	}
+}
+
+// TestGoBinaryAtVersion builds a program from a module version (as the e2e
+// harness does for coredns), offline from the module cache: h2spec, which
+// hack/tools.sh installs.
+func TestGoBinaryAtVersion(t *testing.T) {
+	const pkg = "github.com/summerwind/h2spec/cmd/h2spec@v2.2.1+incompatible"
+	modcache, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The module cache's download directory is a file-based module proxy.
+	t.Setenv("GOPROXY", "file://"+filepath.Join(strings.TrimSpace(string(modcache)), "cache", "download"))
+	t.Setenv("GOSUMDB", "off")
+	f, err := GoBinary{Package: pkg, LDFlags: "-s -w", Path: "/usr/local/bin/h2spec"}.Build(t.Context())
+	if err != nil {
+		if strings.Contains(err.Error(), "not found") || strings.Contains(err.Error(), "no such file") {
+			t.Skipf("%s is not in the module cache: %v", pkg, err)
+		}
+		t.Fatal(err)
+	}
+	if f.Path != "/usr/local/bin/h2spec" || f.Mode != 0o755 || len(f.Data) < 1<<20 {
+		t.Errorf("file %s mode %o, %d bytes", f.Path, f.Mode, len(f.Data))
+	}
+	// Static: an ELF without an interpreter (PT_INTERP) runs anywhere.
+	bin := filepath.Join(t.TempDir(), "h2spec")
+	if err := os.WriteFile(bin, f.Data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ef, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ef.Close()
+	for _, p := range ef.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("%s is dynamically linked: CGO_ENABLED=0 was not applied", pkg)
+		}
+	}
+
+	_, err = GoBinary{Package: "example.invalid/nothing@v1.0.0", Path: "/x"}.Build(t.Context())
+	if err == nil || !strings.Contains(err.Error(), "go install example.invalid/nothing@v1.0.0 (for /x)") {
+		t.Errorf("go install of a missing module: %v", err)
 	}
 }

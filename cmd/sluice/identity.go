@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	clientset "k8s.io/client-go/kubernetes"
+
+	"github.com/sluicehq/sluice/mesh/api/meshv1"
+	"github.com/sluicehq/sluice/mesh/identity"
+	meshk8s "github.com/sluicehq/sluice/mesh/kubernetes"
+)
+
+// Retries of loading the CA: the first after caRetryMin, doubling up to
+// caRetryMax.
+const (
+	caRetryMin = time.Second
+	caRetryMax = 30 * time.Second
+)
+
+// identityOptions are the flags of `sluice identity`.
+type identityOptions struct {
+	roleOptions
+	addr                  string
+	controllerNamespace   string
+	trustDomain           string
+	issuerSecret          string
+	trustAnchorsConfigMap string
+	tokenAudience         string
+}
+
+func newIdentityCmd() *cobra.Command {
+	o := &identityOptions{}
+	cmd := &cobra.Command{
+		Use:   "identity",
+		Short: "Run the mesh's certificate authority on a Kubernetes cluster",
+		Long: `Run Sluice's identity service: proxies present their projected
+service-account token (audience identity.sluice.dev) and a CSR, the API server
+reviews the token (TokenReview), and the service issues a certificate for the
+identity <sa>.<ns>.serviceaccount.identity.<controller-namespace>.<trust-domain>
+of that service account, signed by the issuer in the Secret --issuer-secret
+(tls.crt, tls.key; reloaded when it changes) and chaining to the trust anchors
+of the ConfigMap --trust-anchors-configmap (ca.crt), both in
+--controller-namespace. gRPC on --addr; /healthz, /readyz (the CA is loaded)
+and /metrics on --admin-addr.`,
+		Example: `  sluice identity --controller-namespace sluice --trust-domain cluster.local`,
+		Args:    cobra.NoArgs,
+	}
+	cmd.RunE = roleCommand("identity", &o.roleOptions, o.validate, func(ctx context.Context, logger *slog.Logger) error {
+		return runIdentity(ctx, o, logger)
+	})
+	f := cmd.Flags()
+	o.addFlags(f)
+	f.StringVar(&o.addr, "addr", ":8080", "address of the gRPC Identity API")
+	f.StringVar(&o.controllerNamespace, "controller-namespace", identity.DefaultControlNamespace, "namespace of the control plane: where the issuer Secret and trust anchors ConfigMap are, and part of every identity")
+	f.StringVar(&o.trustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain of the mesh identities")
+	f.StringVar(&o.issuerSecret, "issuer-secret", meshk8s.DefaultIssuerSecret, "Secret holding the issuer certificate and key (tls.crt, tls.key)")
+	f.StringVar(&o.trustAnchorsConfigMap, "trust-anchors-configmap", meshk8s.DefaultTrustConfigMap, "ConfigMap holding the trust anchors (ca.crt)")
+	f.StringVar(&o.tokenAudience, "token-audience", meshk8s.DefaultTokenAudience, "audience the proxies' service-account tokens must have")
+	return cmd
+}
+
+// validate checks the flags.
+func (o *identityOptions) validate() error {
+	var errs []error
+	if o.tokenAudience == "" {
+		errs = append(errs, errors.New("--token-audience must not be empty"))
+	}
+	return errors.Join(append(errs,
+		checkListenAddr("addr", o.addr),
+		checkListenAddr("admin-addr", o.adminAddr),
+		checkDNSLabel("controller-namespace", o.controllerNamespace),
+		checkDNSName("trust-domain", o.trustDomain),
+		checkDNSName("issuer-secret", o.issuerSecret),
+		checkDNSName("trust-anchors-configmap", o.trustAnchorsConfigMap),
+	)...)
+}
+
+// runIdentity runs the identity service until ctx ends. It serves at once;
+// until the CA is loaded, Certify answers Unavailable and /readyz 503.
+func runIdentity(ctx context.Context, o *identityOptions, logger *slog.Logger) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	cfg, err := roleRESTConfig(o.kubeconfig, o.kubeContext)
+	if err != nil {
+		return err
+	}
+	kube, err := clientset.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("identity: kubernetes client: %w", err)
+	}
+	svc := &pendingIdentity{}
+	svc.setNotReady(errors.New("the CA is not loaded yet"))
+	auth := &meshk8s.TokenReviewAuthenticator{
+		Client:           kube,
+		Audience:         o.tokenAudience,
+		ControlNamespace: o.controllerNamespace,
+		TrustDomain:      o.trustDomain,
+	}
+
+	reg := newRoleRegistry()
+	srv := grpc.NewServer(newGRPCMetrics(reg).serverOptions()...)
+	meshv1.RegisterIdentityServer(srv, svc)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+
+	r := &role{
+		name:     "identity",
+		opts:     &o.roleOptions,
+		addr:     o.addr,
+		log:      logger,
+		registry: reg,
+		grpc:     srv,
+		ready:    []readyCheck{svc.ready},
+		tasks: []func(context.Context) error{func(ctx context.Context) error {
+			ca := loadCAUntilDone(ctx, kube, o, svc, logger)
+			if ca == nil {
+				return nil // ctx done
+			}
+			svc.set(ca, identity.NewServer(ca, auth, 0))
+			hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+			logger.InfoContext(ctx, "identity CA loaded; certifying", "issuer", ca.Issuer().Subject.String(),
+				"issuerNotAfter", ca.Issuer().NotAfter)
+			meshk8s.WatchIssuerSecret(ctx, kube, o.controllerNamespace, o.issuerSecret, ca, func(err error) {
+				if err != nil {
+					logger.ErrorContext(ctx, "the issuer Secret changed but cannot be used; the current issuer stays in use", "error", err)
+					return
+				}
+				logger.InfoContext(ctx, "issuer reloaded", "issuer", ca.Issuer().Subject.String(), "issuerNotAfter", ca.Issuer().NotAfter)
+			})
+			return nil
+		}},
+		beforeStop: hs.Shutdown,
+	}
+	logger.InfoContext(ctx, "starting the identity service", "apiserver", cfg.Host,
+		"controllerNamespace", o.controllerNamespace, "trustDomain", o.trustDomain,
+		"issuerSecret", o.issuerSecret, "trustAnchorsConfigMap", o.trustAnchorsConfigMap)
+	return r.serve(ctx)
+}
+
+// loadCAUntilDone loads the CA, retrying with backoff (and logging why,
+// and recording it as svc's reason not to be ready) until it succeeds or
+// ctx ends (nil).
+func loadCAUntilDone(ctx context.Context, kube clientset.Interface, o *identityOptions, svc *pendingIdentity, logger *slog.Logger) *identity.CA {
+	delay := caRetryMin
+	for {
+		ca, err := meshk8s.LoadCA(ctx, kube, o.controllerNamespace, o.issuerSecret, o.trustAnchorsConfigMap)
+		if err == nil {
+			return ca
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if apierrors.IsNotFound(err) {
+			err = fmt.Errorf("%w (`sluice install` creates the ConfigMap %s and the Secret %s in namespace %s)",
+				err, o.trustAnchorsConfigMap, o.issuerSecret, o.controllerNamespace)
+		}
+		svc.setNotReady(err)
+		logger.ErrorContext(ctx, "cannot load the identity CA; retrying", "error", err, "retryIn", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, caRetryMax)
+	}
+}
+
+// pendingIdentity is the Identity API before and after the CA is loaded:
+// until then every Certify fails with Unavailable (proxies retry), saying
+// why.
+type pendingIdentity struct {
+	meshv1.UnimplementedIdentityServer
+
+	srv atomic.Pointer[identity.Server]
+
+	mu  sync.Mutex
+	why error
+	ca  *identity.CA
+}
+
+// set makes srv, which issues from ca, answer from now on.
+func (p *pendingIdentity) set(ca *identity.CA, srv *identity.Server) {
+	p.mu.Lock()
+	p.ca = ca
+	p.mu.Unlock()
+	p.srv.Store(srv)
+}
+
+// setNotReady records why there is no server yet.
+func (p *pendingIdentity) setNotReady(why error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.why = why
+}
+
+// ready is the role's readiness check: the CA is loaded, and its issuer
+// is valid now.
+func (p *pendingIdentity) ready() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.srv.Load() == nil {
+		return fmt.Errorf("identity CA: %v", p.why)
+	}
+	iss := p.ca.Issuer()
+	if now := time.Now(); now.Before(iss.NotBefore) || now.After(iss.NotAfter) {
+		return fmt.Errorf("identity CA: the issuer %q is valid from %s to %s, not now: rotate the Secret",
+			iss.Subject.CommonName, iss.NotBefore.Format(time.RFC3339), iss.NotAfter.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// Certify delegates to the server once there is one.
+func (p *pendingIdentity) Certify(ctx context.Context, req *meshv1.CertifyRequest) (*meshv1.CertifyResponse, error) {
+	srv := p.srv.Load()
+	if srv == nil {
+		p.mu.Lock()
+		why := p.why
+		p.mu.Unlock()
+		return nil, status.Errorf(codes.Unavailable, "cannot certify %q yet: identity CA: %v", req.GetIdentity(), why)
+	}
+	return srv.Certify(ctx, req)
+}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sluicehq/sluice/mesh/api/meshv1"
+	"github.com/sluicehq/sluice/mesh/identity"
+)
+
+// TestPendingIdentity: the identity role is ready once its CA is loaded,
+// and as long as the issuer is valid; until the CA is loaded Certify
+// answers Unavailable with the reason.
+func TestPendingIdentity(t *testing.T) {
+	longAgo := func() time.Time { return time.Now().Add(-2 * identity.IssuerLifetime) }
+	tests := []struct {
+		name      string
+		issuedAt  func() time.Time // nil: no CA loaded
+		wantReady string           // "" for ready
+	}{
+		{"no CA", nil, "identity CA: configmaps \"x\" not found"},
+		{"a valid issuer", time.Now, ""},
+		{"an expired issuer", longAgo, "is valid from"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &pendingIdentity{}
+			p.setNotReady(errors.New(`configmaps "x" not found`))
+			if tt.issuedAt != nil {
+				ca, err := identity.LoadOrCreate(t.TempDir(), "", tt.issuedAt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p.set(ca, identity.NewServer(ca, &identity.StaticTokens{}, 0))
+			}
+			err := p.ready()
+			switch {
+			case tt.wantReady == "" && err != nil:
+				t.Errorf("ready() = %v, want ready", err)
+			case tt.wantReady != "" && (err == nil || !strings.Contains(err.Error(), tt.wantReady)):
+				t.Errorf("ready() = %v, want an error saying %q", err, tt.wantReady)
+			}
+			if tt.issuedAt == nil {
+				_, err := p.Certify(context.Background(), &meshv1.CertifyRequest{Identity: "a.b.serviceaccount.identity.sluice.cluster.local"})
+				if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "not found") {
+					t.Errorf("Certify without a CA: %v; want Unavailable with the reason", err)
+				}
+			}
+		})
+	}
+}
