@@ -120,7 +120,8 @@ func (c Config) checkBinaries() error {
 }
 
 // Up brings the cluster up and returns once the node and CoreDNS are
-// ready. On a cluster that is already up and healthy it does nothing. A
+// ready, with Config.Images imported. On a cluster that is already up and
+// healthy it only imports Config.Images (no process is restarted). A
 // leftover of a killed run is torn down first. If Up fails it writes the
 // diagnostics to WorkDir/logs/up-failure.txt and tears everything down.
 func Up(ctx context.Context, cfg Config) (*Cluster, error) {
@@ -137,6 +138,11 @@ func Up(ctx context.Context, cfg Config) (*Cluster, error) {
 	}
 	if cl.Healthy(ctx) == nil {
 		c.Logger.Info("cluster already up", "workdir", c.WorkDir, "kubeconfig", cl.Kubeconfig)
+		// The caller's images may be new to this cluster; importing one
+		// that is there changes nothing.
+		if err := cl.ImportImages(ctx, c.Images...); err != nil {
+			return nil, err
+		}
 		return cl, nil
 	}
 	if c.leftover() {
