@@ -151,6 +151,14 @@ func Up(ctx context.Context, cfg Config) (*Cluster, error) {
 			return nil, fmt.Errorf("tearing down the leftover of an earlier run: %w", err)
 		}
 	}
+	// Another cluster with the same interfaces (another work directory)
+	// owns the host's cluster network: fail before changing anything, so
+	// that tearing this attempt down cannot touch it.
+	for _, l := range []string{c.NodeBridge, c.CNIBridge} {
+		if linkExists(ctx, l) {
+			return nil, fmt.Errorf("interface %s exists but no cluster of work directory %s runs: another cluster (another work directory, e.g. make e2e-up's ~/.cache/sluice/cluster/run) is up, or a run with another work directory was killed; take it down with e2e-cluster -work-dir DIR down", l, c.WorkDir)
+		}
+	}
 	if err := c.up(ctx); err != nil {
 		report := c.path("logs", "up-failure.txt")
 		if f, ferr := os.Create(report); ferr == nil {

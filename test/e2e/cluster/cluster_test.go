@@ -240,7 +240,17 @@ func TestCluster(t *testing.T) {
 	if got := recordedPIDs(cfg); got != pidsBefore {
 		t.Errorf("ForTest restarted processes")
 	}
-	st.done("second Up (no-op), ForTest")
+	// A cluster of another work directory cannot come up beside this one,
+	// and trying must not harm it.
+	other := Config{WorkDir: cfg.WorkDir + "-other"}
+	if _, err := Up(ctx, other); err == nil || !strings.Contains(err.Error(), "interface "+cfg.NodeBridge+" exists") {
+		t.Errorf("Up of a second cluster beside the first = %v, want an error naming interface %s", err, cfg.NodeBridge)
+	}
+	if err := cl.Healthy(ctx); err != nil {
+		t.Errorf("after a second cluster's Up failed: %v", err)
+	}
+	_ = os.RemoveAll(other.WorkDir)
+	st.done("second Up (no-op), ForTest, other cluster refused")
 
 	if err := Down(ctx, cfg); err != nil {
 		t.Fatalf("Down: %v", err)
