@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -332,5 +333,36 @@ func TestUpDownNeedRoot(t *testing.T) {
 func TestNthAddr(t *testing.T) {
 	if got := nthAddr(netip.MustParsePrefix("10.96.0.0/16"), 10); got != netip.MustParseAddr("10.96.0.10") {
 		t.Errorf("nthAddr = %s", got)
+	}
+}
+
+// TestDiagnosticsWithoutAPIServer prints what it can when the cluster
+// never came up: the components' states and the ends of their logs.
+func TestDiagnosticsWithoutAPIServer(t *testing.T) {
+	c := testConfig(t)
+	if err := os.MkdirAll(c.path("logs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	for i := range 40 {
+		fmt.Fprintf(&log, "kubelet line %d\n", i)
+	}
+	if err := os.WriteFile(c.path("logs", "kubelet.log"), []byte(log.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := Open(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	cl.Diagnostics(context.Background(), &b)
+	out := b.String()
+	for _, want := range []string{"kube-apiserver           not recorded", "kubelet line 39", "containerd.log\n  (open "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("diagnostics lack %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "kubelet line 14\n") {
+		t.Errorf("diagnostics print more than the last %d lines:\n%s", logTail, out)
 	}
 }
