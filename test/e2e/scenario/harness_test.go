@@ -39,29 +39,14 @@ type env struct {
 	sluice  string
 }
 
-// requireCluster skips unless SLUICE_E2E=1 asks for the end-to-end tests
-// (make e2e, which make test runs after the other tests: a cluster changes
-// the host's network and must not run beside them). Asked for, it fails
-// rather than skips under SLUICE_REQUIRE_CLUSTER=1 when it cannot run.
+// requireCluster skips unless make e2e asks for the tests on a real
+// cluster (cluster.Require), and under -short.
 func requireCluster(t *testing.T) {
 	t.Helper()
-	if os.Getenv("SLUICE_E2E") != "1" {
-		t.Skip("the end-to-end scenario runs under make e2e (SLUICE_E2E=1), after the other tests")
+	cluster.Require(t)
+	if testing.Short() {
+		t.Skip("-short")
 	}
-	why := ""
-	switch {
-	case os.Geteuid() != 0:
-		why = "the end-to-end cluster needs root"
-	case testing.Short():
-		why = "-short"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("SLUICE_REQUIRE_CLUSTER") != "" {
-		t.Fatalf("SLUICE_REQUIRE_CLUSTER is set but %s", why)
-	}
-	t.Skip(why)
 }
 
 // repoRoot is the module's directory.
