@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -71,6 +72,63 @@ type meshClient struct {
 	static     routetable.Table
 	discovered *routetable.Table
 	watched    map[string]bool
+
+	// addrMu guards the addresses discovered on demand (discoverAddr), by
+	// target "ip:port", with when each was last asked for.
+	addrMu      sync.Mutex
+	addrWatched map[string]time.Time
+}
+
+// On-demand discovery of the addresses outbound connections are sent to.
+const (
+	// maxAddrWatches bounds the addresses watched on demand: each is two
+	// streams to the destination service. The least recently used goes.
+	maxAddrWatches = 512
+	// addrDiscoveryTimeout bounds how long a connection to a new address
+	// waits for the destination service's answer before it is forwarded
+	// as it is (Linkerd waits in the same way).
+	addrDiscoveryTimeout = 3 * time.Second
+)
+
+// discoverAddr makes sure the destination service was asked about an
+// address that outbound connections go to and no known service claims: the
+// first connection to it waits (at most addrDiscoveryTimeout) for the
+// answer, which is then in the outbound table; later ones do not wait.
+func (m *meshClient) discoverAddr(ctx context.Context, addr netip.AddrPort) {
+	target := addr.String()
+	now := time.Now()
+	m.addrMu.Lock()
+	if _, ok := m.addrWatched[target]; ok {
+		m.addrWatched[target] = now
+		m.addrMu.Unlock()
+		return
+	}
+	if m.addrWatched == nil {
+		m.addrWatched = map[string]time.Time{}
+	}
+	if len(m.addrWatched) >= maxAddrWatches {
+		oldest, at := "", now
+		for t, used := range m.addrWatched {
+			if used.Before(at) || oldest == "" {
+				oldest, at = t, used
+			}
+		}
+		delete(m.addrWatched, oldest)
+		m.discovery.Unwatch(oldest)
+	}
+	m.addrWatched[target] = now
+	m.discovery.Watch(target)
+	m.addrMu.Unlock()
+
+	wctx, cancel := context.WithTimeout(ctx, addrDiscoveryTimeout)
+	defer cancel()
+	if err := m.discovery.WaitTarget(wctx, target); err != nil {
+		m.log.Debug("no answer from the destination service in time; forwarding as addressed", "target", target, "err", err)
+		return
+	}
+	// The publisher installs tables a moment later: install this one now,
+	// so that this connection is routed by it.
+	m.onDiscovery(nil)
 }
 
 // newMeshClient prepares the control-plane clients; run starts them.
@@ -265,11 +323,13 @@ func (m *meshClient) setStatic(cfg *config.Config) error {
 			m.discovery.Watch(s)
 		}
 	}
+	m.addrMu.Lock()
 	for s := range m.watched {
-		if !want[s] {
+		if _, onDemand := m.addrWatched[s]; !want[s] && !onDemand {
 			m.discovery.Unwatch(s)
 		}
 	}
+	m.addrMu.Unlock()
 	m.watched = want
 	return nil
 }

@@ -603,6 +603,12 @@ func (p *Proxy) serveConn(ctx context.Context, l *boundListener, c net.Conn) {
 		} else {
 			resolver = s.d.ForOriginalDst(orig)
 			svc = s.d.LookupAddr(orig)
+			if svc == nil && p.mesh != nil {
+				// An address no known service claims: ask the control
+				// plane, which knows every Service's virtual address.
+				p.mesh.discoverAddr(ctx, orig)
+				svc = s.d.LookupAddr(orig)
+			}
 			if svc == nil {
 				svc = s.d.Passthrough(orig.String())
 			}

@@ -206,6 +206,31 @@ func (d *Discovery) WaitSynced(ctx context.Context) error {
 	}
 }
 
+// WaitTarget blocks until a watched target's answer is in the table: its
+// service with the routes the destination service sent (and every backend
+// they name), or the answer that no service has that name or address. It
+// fails when target is not watched or ctx ends first.
+func (d *Discovery) WaitTarget(ctx context.Context, target string) error {
+	for {
+		d.mu.Lock()
+		w := d.watches[target]
+		done := w != nil && w.synced() && w.applied == w.svc
+		changed := d.changed
+		d.mu.Unlock()
+		switch {
+		case w == nil:
+			return fmt.Errorf("%s is not watched", target)
+		case done:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the discovery of %s: %w", target, ctx.Err())
+		case <-changed:
+		}
+	}
+}
+
 // Table returns the current merged table: the static services, replaced or
 // joined by the discovered ones (see Discovery for when a discovered service
 // or route change enters it). The table must not be modified.

@@ -485,7 +485,13 @@ func startMesh(t *testing.T) *meshSetup {
 	for _, pw := range []struct {
 		p     *meshedPod
 		watch []string
-	}{{m.a, []string{routetable.ServiceKey("backend", meshNamespace, appPort)}}, {m.b, nil}} {
+	}{
+		// No watch list, as the injector writes none: pod a's proxy asks the
+		// control plane about the backend's cluster IP at its first
+		// connection there.
+		{m.a, nil},
+		{m.b, nil},
+	} {
 		p := pw.p
 		token, err := m.cp.tokens.Issue(p.identity)
 		if err != nil {
