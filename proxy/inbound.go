@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/sluicehq/sluice/mesh/api/certs"
+	"github.com/sluicehq/sluice/proxy/config"
 	"github.com/sluicehq/sluice/proxy/detect"
 	"github.com/sluicehq/sluice/proxy/dispatch"
 	"github.com/sluicehq/sluice/proxy/metrics"
@@ -38,6 +39,9 @@ type enforcedPolicy struct {
 type authzCounters struct {
 	allow map[string]*metrics.Counter // by authorization name ("audit" too)
 	deny  *metrics.Counter
+	// probe counts the probe requests the policy would deny (HTTP only; nil
+	// when no probes were configured as the policy was enforced).
+	probe *metrics.Counter
 }
 
 // newEnforcedPolicy prepares srv for enforcement, creating its counters.
@@ -45,6 +49,9 @@ func (p *Proxy) newEnforcedPolicy(srv policy.Server, fromControlPlane bool) *enf
 	ep := &enforcedPolicy{srv: srv, fromControlPlane: fromControlPlane}
 	ep.http = p.authzCounters(&srv, metricHTTPAuthzAllow, metricHTTPAuthzDeny, "HTTP requests")
 	ep.tcp = p.authzCounters(&srv, metricTCPAuthzAllow, metricTCPAuthzDeny, "TCP connections")
+	if ps := p.probes.Load(); ps != nil && len(*ps) > 0 {
+		ep.http.probe = p.registry.Counter(metricHTTPAuthzAllow, "Inbound HTTP requests allowed by the inbound policy.", probeLabels(&srv))
+	}
 	return ep
 }
 
@@ -155,7 +162,8 @@ func (p *Proxy) inboundOriginalDst(c net.Conn) (netip.AddrPort, bool) {
 }
 
 // authorize checks a client of a port against its inbound policy and counts
-// the decision; it returns the decision's reason when denied.
+// the decision; it returns the decision's reason when denied. HTTP requests
+// go through authorizeRequest instead, which knows the application's probes.
 func (p *Proxy) authorize(port int, tcpConn bool, client netip.Addr, identity string) (allowed bool, reason string) {
 	ep := p.policyFor(port)
 	c := &ep.http
@@ -167,25 +175,113 @@ func (p *Proxy) authorize(port int, tcpConn bool, client netip.Addr, identity st
 		c.deny.Inc()
 		return false, d.Reason
 	}
+	c.countAllowed(p, d)
+	return true, ""
+}
+
+// countAllowed counts a decision that allowed a client.
+func (c *authzCounters) countAllowed(p *Proxy, d policy.Decision) {
 	if n := c.allow[d.Authorization]; n != nil {
 		n.Inc()
 	}
 	if d.Audit {
 		p.log.Debug("inbound policy audit: allowed a client the policy would deny", "reason", d.Reason)
 	}
-	return true, ""
+}
+
+// countProbe counts a probe request allowed although the policy denies it.
+// The counter exists when the policy was enforced with probes configured;
+// probes configured later create it on first use.
+func (c *authzCounters) countProbe(p *Proxy, srv *policy.Server) {
+	if c.probe != nil {
+		c.probe.Inc()
+		return
+	}
+	p.registry.Counter(metricHTTPAuthzAllow, "Inbound HTTP requests allowed by the inbound policy.", probeLabels(srv)).Inc()
+}
+
+// probeLabels labels the allow counter of probe requests under srv.
+func probeLabels(srv *policy.Server) metrics.Labels {
+	return metrics.Labels{
+		{Name: "srv_kind", Value: srv.Kind}, {Name: "srv_name", Value: srv.Name},
+		{Name: "authz_kind", Value: authzKindProbe}, {Name: "authz_name", Value: authzNameProbe},
+	}
 }
 
 // authorizingResolver checks every request of an inbound connection against
 // the inbound policy before resolving it: a denied request gets 403 (gRPC
-// PERMISSION_DENIED) naming why.
+// PERMISSION_DENIED) naming why. It is a dispatch.RequestResolver, so the
+// HTTP servers hand it the method and path that probe requests are known by.
+type authorizingResolver struct {
+	p        *Proxy
+	next     dispatch.Resolver
+	port     int
+	client   netip.Addr
+	identity string
+}
+
+// authorizingResolver wraps next with the inbound policy of a port for one
+// client.
 func (p *Proxy) authorizingResolver(next dispatch.Resolver, port int, client netip.Addr, identity string) dispatch.Resolver {
-	return dispatch.ResolverFunc(func(authority string) (*dispatch.Service, *dispatch.Error) {
-		if ok, reason := p.authorize(port, false, client, identity); !ok {
-			return nil, &dispatch.Error{Status: 403, GRPC: dispatch.GRPCPermissionDenied, Reason: reason}
+	return &authorizingResolver{p: p, next: next, port: port, client: client, identity: identity}
+}
+
+// Resolve authorizes a request known only by its authority: no probe.
+func (r *authorizingResolver) Resolve(authority string) (*dispatch.Service, *dispatch.Error) {
+	return r.ResolveRequest("", "", authority)
+}
+
+// ResolveRequest authorizes a request, letting the application's probes
+// through, then resolves it with the wrapped resolver.
+func (r *authorizingResolver) ResolveRequest(method, path, authority string) (*dispatch.Service, *dispatch.Error) {
+	if ok, reason := r.p.authorizeRequest(r.port, method, path, r.client, r.identity); !ok {
+		return nil, &dispatch.Error{Status: 403, GRPC: dispatch.GRPCPermissionDenied, Reason: reason}
+	}
+	return dispatch.ResolveRequest(r.next, method, path, authority)
+}
+
+// authorizeRequest checks an HTTP request against its port's inbound policy
+// and counts the decision. A request the policy denies is still allowed
+// when it is one of the application's probes (inbound.probes): the kubelet
+// sends them in plain text, without a mesh identity.
+func (p *Proxy) authorizeRequest(port int, method, path string, client netip.Addr, identity string) (allowed bool, reason string) {
+	ep := p.policyFor(port)
+	d := ep.srv.Authorize(client, identity)
+	if d.Allowed {
+		ep.http.countAllowed(p, d)
+		return true, ""
+	}
+	if ps := p.probes.Load(); ps != nil && ps.matches(port, method, path) {
+		ep.http.countProbe(p, &ep.srv)
+		return true, ""
+	}
+	ep.http.deny.Inc()
+	return false, d.Reason
+}
+
+// authzKindProbe and authzNameProbe label the requests allowed because they
+// are the application's probes, as Linkerd names its default probe
+// authorization.
+const (
+	authzKindProbe = "probe"
+	authzNameProbe = "probe"
+)
+
+// probeSet is the application's HTTP probe endpoints, from inbound.probes.
+type probeSet []config.Probe
+
+// matches reports whether a request is a probe: GET or HEAD for a probe's
+// path (without the query) on that probe's port.
+func (ps probeSet) matches(port int, method, path string) bool {
+	if method != "GET" && method != "HEAD" {
+		return false
+	}
+	for _, pr := range ps {
+		if pr.Port == port && pr.Path == path {
+			return true
 		}
-		return next.Resolve(authority)
-	})
+	}
+	return false
 }
 
 // inboundPeer returns the metrics Peer of an inbound connection: nil for

@@ -94,6 +94,9 @@ type Proxy struct {
 	inboundOrigDst  atomic.Bool
 	peers           sync.Map // client identity -> *dispatch.Peer
 
+	// probes are inbound.probes: requests the inbound policy lets through.
+	probes atomic.Pointer[probeSet]
+
 	detected sync.Map // detectKey -> *metrics.Counter
 }
 
@@ -223,6 +226,12 @@ func (p *Proxy) apply(cfg *config.Config) error {
 	}
 	if err := p.inbound.d.Update(inboundTable(cfg)); err != nil {
 		return fmt.Errorf("inbound: %w", err)
+	}
+	if len(cfg.Inbound.Probes) > 0 {
+		ps := probeSet(slices.Clone(cfg.Inbound.Probes))
+		p.probes.Store(&ps)
+	} else {
+		p.probes.Store(nil)
 	}
 	p.setDefaultPolicy(p.newEnforcedPolicy(def, false))
 	p.appPort.Store(int32(portOf(cfg.Inbound.App)))

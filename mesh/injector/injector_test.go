@@ -17,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
 	"github.com/sluicehq/sluice/proxy/config"
@@ -220,14 +221,18 @@ func TestProxyConfigParses(t *testing.T) {
 		labels      map[string]string
 		goMemLimit  string
 		inboundOpen bool
+		probes      []config.Probe
 	}{
 		{input: "deployment.input.yaml", ns: namespace("shop", AnnotationInject, InjectEnabled),
 			app: "127.0.0.1:8080", policy: "all-unauthenticated", logLevel: "info", inboundOpen: true,
+			probes: []config.Probe{{Port: 8080, Path: "/healthz"}},
 			labels: map[string]string{"namespace": "0123", "pod": "web-5d8f7c9b4-x7k2p", "deployment": "web"}},
 		{input: "annotations.input.yaml", ns: shopEnabled,
 			app: "127.0.0.1:5432", policy: "all-authenticated", logLevel: "debug", opaque: []int{5432, 6379}, inboundOpen: true,
 			labels:     map[string]string{"namespace": "0123", "pod": "web-5d8f7c9b4-x7k2p", "statefulset": "db"},
-			goMemLimit: "241591905"},
+			goMemLimit: "241591905",
+			// The exporter's probe is on a skipped port.
+			probes: []config.Probe{{Port: 8008, Path: "/"}, {Port: 8008, Path: "/started"}}},
 		// No declared port: every port is still served, with no fallback.
 		{input: "job.input.yaml", ns: namespace("shop", AnnotationInject, InjectEnabled),
 			policy: "all-unauthenticated", inboundOpen: true, logLevel: "info", labels: map[string]string{"namespace": "0123", "pod": "web-5d8f7c9b4-x7k2p", "k8s_job": "backup"}},
@@ -257,6 +262,9 @@ func TestProxyConfigParses(t *testing.T) {
 			}
 			if !reflect.DeepEqual(cfg.Labels, tc.labels) {
 				t.Errorf("labels = %v, want %v", cfg.Labels, tc.labels)
+			}
+			if !slices.Equal(cfg.Inbound.Probes, tc.probes) {
+				t.Errorf("inbound.probes = %v, want %v", cfg.Inbound.Probes, tc.probes)
 			}
 			if env["GOMEMLIMIT"] != tc.goMemLimit {
 				t.Errorf("GOMEMLIMIT = %q, want %q", env["GOMEMLIMIT"], tc.goMemLimit)
@@ -767,4 +775,72 @@ func envValue(c corev1.Container, name string) string {
 		}
 	}
 	return ""
+}
+
+// TestAppProbes: the containers' HTTP probes become the proxy's
+// inbound.probes, by port number or name, path "/" by default, each once;
+// probes the proxy never sees (skipped ports, HTTPS, another host) are left out.
+func TestAppProbes(t *testing.T) {
+	get := func(path string, port intstr.IntOrString) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: port}}}
+	}
+	tests := []struct {
+		name       string
+		containers []corev1.Container
+		skip       string
+		want       []proxyProbe
+	}{
+		{name: "named port", containers: []corev1.Container{{Name: "a",
+			Ports:          []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
+			ReadinessProbe: get("/ready", intstr.FromString("http"))}},
+			want: []proxyProbe{{Port: 8080, Path: "/ready"}}},
+		{name: "numeric port", containers: []corev1.Container{{Name: "a",
+			LivenessProbe: get("/live", intstr.FromInt32(9000))}},
+			want: []proxyProbe{{Port: 9000, Path: "/live"}}},
+		{name: "number as a string", containers: []corev1.Container{{Name: "a",
+			LivenessProbe: get("/live", intstr.FromString("9000"))}},
+			want: []proxyProbe{{Port: 9000, Path: "/live"}}},
+		{name: "default path, no query, leading slash", containers: []corev1.Container{{Name: "a",
+			LivenessProbe:  get("", intstr.FromInt32(8080)),
+			ReadinessProbe: get("/ready?verbose=1", intstr.FromInt32(8080)),
+			StartupProbe:   get("started", intstr.FromInt32(8080))}},
+			want: []proxyProbe{{Port: 8080, Path: "/"}, {Port: 8080, Path: "/ready"}, {Port: 8080, Path: "/started"}}},
+		{name: "each once, in container order", containers: []corev1.Container{
+			{Name: "a", LivenessProbe: get("/healthz", intstr.FromInt32(8080)), ReadinessProbe: get("/healthz", intstr.FromInt32(8080))},
+			{Name: "b", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 9090}}, ReadinessProbe: get("/healthz", intstr.FromString("http"))}},
+			want: []proxyProbe{{Port: 8080, Path: "/healthz"}, {Port: 9090, Path: "/healthz"}}},
+		{name: "skipped port", skip: "metrics,7000-7010", containers: []corev1.Container{{Name: "a",
+			Ports:          []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9187}},
+			LivenessProbe:  get("/metrics", intstr.FromString("metrics")),
+			ReadinessProbe: get("/ready", intstr.FromInt32(7005)),
+			StartupProbe:   get("/started", intstr.FromInt32(8080))}},
+			want: []proxyProbe{{Port: 8080, Path: "/started"}}},
+		{name: "not the proxy's", containers: []corev1.Container{{Name: "a",
+			LivenessProbe:  &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt32(8443), Scheme: corev1.URISchemeHTTPS}}},
+			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt32(80), Host: "example.com"}}},
+			StartupProbe:   get("/", intstr.FromString("nope"))}}},
+		{name: "exec and tcp probes", containers: []corev1.Container{{Name: "a",
+			LivenessProbe:  &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}},
+			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(8080)}}}}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "shop"}, Spec: corev1.PodSpec{Containers: tc.containers}}
+			if tc.skip != "" {
+				pod.Annotations = map[string]string{AnnotationSkipInboundPorts: tc.skip}
+			}
+			got, _, err := Inject(pod, shopEnabled, DefaultConfig())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := parseProxyConfig(t, envValue(findContainer(t, got, ProxyContainerName), ConfigEnv))
+			var want []config.Probe
+			for _, p := range tc.want {
+				want = append(want, config.Probe{Port: p.Port, Path: p.Path})
+			}
+			if !slices.Equal(cfg.Inbound.Probes, want) {
+				t.Errorf("inbound.probes = %v, want %v", cfg.Inbound.Probes, want)
+			}
+		})
+	}
 }

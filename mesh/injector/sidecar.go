@@ -33,7 +33,7 @@ func mutate(pod *corev1.Pod, w workload, o options, cfg Config, rep *Report) {
 	rep.Warnings = append(rep.Warnings, warnings...)
 
 	init := initContainer(image, cfg, o)
-	proxy := proxyContainer(image, cfg, o, w, app)
+	proxy := proxyContainer(image, cfg, o, w, app, appProbes(&pod.Spec, o.skipInbound))
 	if cfg.NativeSidecars {
 		proxy.RestartPolicy = ptr.To(corev1.ContainerRestartPolicyAlways)
 		proxy.StartupProbe = httpProbe("/ready", 0, 1, startupProbeThreshold)
@@ -121,6 +121,59 @@ func inboundApp(spec *corev1.PodSpec) (app string, warnings []string) {
 	return app, warnings
 }
 
+// appProbes lists the HTTP probes the kubelet sends the pod's containers
+// (liveness, readiness and startup; port by number or by the container's
+// port name; path "/" when empty, without its query), each once, in the
+// order of the containers. The kubelet has no mesh identity, so the proxy
+// must let them through whatever the inbound policy. Probes on skipped
+// inbound ports never reach the proxy, and HTTPS probes or probes of
+// another host are not the proxy's to allow: they are left out.
+func appProbes(spec *corev1.PodSpec, skip []portRange) []proxyProbe {
+	var out []proxyProbe
+	for _, c := range spec.Containers {
+		for _, pr := range []*corev1.Probe{c.LivenessProbe, c.ReadinessProbe, c.StartupProbe} {
+			if pr == nil || pr.HTTPGet == nil {
+				continue
+			}
+			get := pr.HTTPGet
+			if get.Host != "" || (get.Scheme != "" && get.Scheme != corev1.URISchemeHTTP) {
+				continue
+			}
+			port := probePort(c, get.Port)
+			if port < 1 || port > 65535 || slices.ContainsFunc(skip, func(r portRange) bool { return r.first <= port && port <= r.last }) {
+				continue
+			}
+			path, _, _ := strings.Cut(get.Path, "?")
+			path, _, _ = strings.Cut(path, "#")
+			if !strings.HasPrefix(path, "/") {
+				path = "/" + path
+			}
+			if p := (proxyProbe{Port: port, Path: path}); !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// probePort is the number of a probe's port: the number itself, or the
+// container's port of that name (as the kubelet resolves it); 0 when there
+// is none.
+func probePort(c corev1.Container, port intstr.IntOrString) int {
+	if port.Type == intstr.Int {
+		return port.IntValue()
+	}
+	for _, p := range c.Ports {
+		if p.Name == port.StrVal {
+			return int(p.ContainerPort)
+		}
+	}
+	if n, err := strconv.Atoi(port.StrVal); err == nil {
+		return n
+	}
+	return 0
+}
+
 // initContainer is `sluice-proxy init`, which writes the pod's iptables rules.
 func initContainer(image string, cfg Config, o options) corev1.Container {
 	args := []string{"init",
@@ -173,7 +226,7 @@ func joinPrefixes(ps []netip.Prefix) string {
 
 // proxyContainer is the sluice-proxy container, without what differs between
 // native and classic sidecars.
-func proxyContainer(image string, cfg Config, o options, w workload, app string) corev1.Container {
+func proxyContainer(image string, cfg Config, o options, w workload, app string, probes []proxyProbe) corev1.Container {
 	env := []corev1.EnvVar{
 		fieldEnv(envPodName, "metadata.name"),
 		fieldEnv(envPodNamespace, "metadata.namespace"),
@@ -184,7 +237,7 @@ func proxyContainer(image string, cfg Config, o options, w workload, app string)
 		// The Go runtime's soft limit, under the container's hard one.
 		env = append(env, corev1.EnvVar{Name: "GOMEMLIMIT", Value: strconv.FormatInt(lim.Value()/10*9, 10)})
 	}
-	env = append(env, corev1.EnvVar{Name: ConfigEnv, Value: renderConfig(cfg, o, w, app)})
+	env = append(env, corev1.EnvVar{Name: ConfigEnv, Value: renderConfig(cfg, o, w, app, probes)})
 	return corev1.Container{
 		Name:            ProxyContainerName,
 		Image:           image,
@@ -239,10 +292,18 @@ type proxyConfig struct {
 }
 
 type proxyInbound struct {
-	Listen        string `json:"listen"`
-	App           string `json:"app,omitempty"`
-	OriginalDst   bool   `json:"originalDst"`
-	DefaultPolicy string `json:"defaultPolicy,omitempty"`
+	Listen        string       `json:"listen"`
+	App           string       `json:"app,omitempty"`
+	OriginalDst   bool         `json:"originalDst"`
+	DefaultPolicy string       `json:"defaultPolicy,omitempty"`
+	Probes        []proxyProbe `json:"probes,omitempty"`
+}
+
+// proxyProbe is one HTTP probe endpoint of the application (the proxy's
+// inbound.probes), which the proxy lets through whatever the inbound policy.
+type proxyProbe struct {
+	Port int    `json:"port"`
+	Path string `json:"path"`
 }
 
 type proxyOutbound struct {
@@ -267,10 +328,10 @@ func serviceAddress(service string, port int, cfg Config) string {
 // renderConfig writes the proxy's configuration as indented JSON (which is
 // YAML too): every string quoted, so that a $(VAR) the kubelet expands to
 // digits stays a string.
-func renderConfig(cfg Config, o options, w workload, app string) string {
+func renderConfig(cfg Config, o options, w workload, app string, probes []proxyProbe) string {
 	pc := proxyConfig{
 		Admin:       fmt.Sprintf("0.0.0.0:%d", AdminPort),
-		Inbound:     proxyInbound{Listen: fmt.Sprintf("0.0.0.0:%d", InboundPort), App: app, OriginalDst: true, DefaultPolicy: o.policy},
+		Inbound:     proxyInbound{Listen: fmt.Sprintf("0.0.0.0:%d", InboundPort), App: app, OriginalDst: true, DefaultPolicy: o.policy, Probes: probes},
 		Outbound:    proxyOutbound{Listen: fmt.Sprintf("127.0.0.1:%d", OutboundPort)},
 		OpaquePorts: o.opaquePorts,
 		Labels:      map[string]string{"namespace": ref(envPodNamespace), "pod": ref(envPodName)},

@@ -150,6 +150,19 @@ type Inbound struct {
 	// all-unauthenticated (the default when empty), all-authenticated,
 	// cluster-unauthenticated, cluster-authenticated, deny, audit.
 	DefaultPolicy string `json:"defaultPolicy,omitempty"`
+	// Probes are the application's HTTP probe endpoints (the kubelet's
+	// liveness, readiness and startup probes). A plain GET or HEAD request for
+	// one of them on its port is allowed whatever the inbound policy says:
+	// the kubelet has no mesh identity.
+	Probes []Probe `json:"probes,omitempty"`
+}
+
+// Probe is one HTTP probe endpoint of the application.
+type Probe struct {
+	// Port is the port the probe is sent to (the port the kubelet dials).
+	Port int `json:"port"`
+	// Path is the probe's request path, without a query; it starts with "/".
+	Path string `json:"path"`
 }
 
 // Enabled reports whether there is an inbound listener.

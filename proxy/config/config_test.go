@@ -215,7 +215,11 @@ func TestParseErrors(t *testing.T) {
 func TestValidate(t *testing.T) {
 	const in = `
 admin: "localhost:http"
-inbound: {listen: "example.com:4143", protocol: tcp, defaultPolicy: allow-all}
+inbound:
+  listen: "example.com:4143"
+  protocol: tcp
+  defaultPolicy: allow-all
+  probes: [{port: 0, path: healthz}, {port: 8080, path: ""}, {port: 70000, path: "/ready?x=1"}, {port: 8080, path: /ok}]
 outbound: {listen: "example.com:4140"}
 listeners:
 - {listen: "127.0.0.1:9000", service: web.default:80}
@@ -270,6 +274,11 @@ inbound.listen: "example.com:4143": host "example.com" is not an IP address or l
 inbound.app: required when inbound.listen is set and inbound.originalDst is not (the application's address, e.g. 127.0.0.1:8080)
 inbound.protocol: "tcp" is not http1, http2, grpc or opaque (or empty, to detect)
 inbound.defaultPolicy: "allow-all" is not one of all-unauthenticated, all-authenticated, cluster-unauthenticated, cluster-authenticated, deny, audit
+inbound.probes[0].port: 0 is not within 1-65535
+inbound.probes[0].path: "healthz" must start with /
+inbound.probes[1].path: required (the probe's request path, e.g. /healthz)
+inbound.probes[2].port: 70000 is not within 1-65535
+inbound.probes[2].path: "/ready?x=1" must not contain a query or fragment
 outbound.listen: "example.com:4140": host "example.com" is not an IP address or localhost
 listeners[1].listen: "127.0.0.1:9000" is already used by listeners[0]
 listeners[1].service: unknown service "nope.default:80"
@@ -355,7 +364,7 @@ func TestValidateOK(t *testing.T) {
 	// Port 0 (any free port) is fine for listeners; "localhost" and IPv6 hosts too.
 	c := &Config{
 		Admin:     "[::1]:0",
-		Inbound:   Inbound{Listen: "localhost:0", App: "localhost:8080"},
+		Inbound:   Inbound{Listen: "localhost:0", App: "localhost:8080", Probes: []Probe{{Port: 8080, Path: "/"}, {Port: 9090, Path: "/healthz"}}},
 		Outbound:  Outbound{Listen: ":0"},
 		Listeners: []Listener{{Listen: "127.0.0.1:0", Service: "a.b:1"}, {Listen: "127.0.0.1:0", Service: "a.b:1"}},
 		Table:     routetable.Table{Services: []routetable.Service{{Name: "a", Namespace: "b", Port: 1}}},

@@ -48,6 +48,20 @@ func (c *Config) Validate() error {
 	if dp := c.Inbound.DefaultPolicy; dp != "" && !slices.Contains(policy.DefaultPolicies, dp) {
 		p.add("inbound.defaultPolicy", "%q is not one of %s", dp, strings.Join(policy.DefaultPolicies, ", "))
 	}
+	for i, pr := range c.Inbound.Probes {
+		path := fmt.Sprintf("inbound.probes[%d]", i)
+		if pr.Port < 1 || pr.Port > 65535 {
+			p.add(path+".port", "%d is not within 1-65535", pr.Port)
+		}
+		switch {
+		case pr.Path == "":
+			p.add(path+".path", "required (the probe's request path, e.g. /healthz)")
+		case !strings.HasPrefix(pr.Path, "/"):
+			p.add(path+".path", "%q must start with /", pr.Path)
+		case strings.ContainsAny(pr.Path, "?#"):
+			p.add(path+".path", "%q must not contain a query or fragment", pr.Path)
+		}
+	}
 	if c.Outbound.Listen != "" {
 		checkListen(&p, "outbound.listen", c.Outbound.Listen, true)
 	}

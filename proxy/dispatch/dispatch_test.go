@@ -545,3 +545,35 @@ func TestConnectRetryAvoidsTheFailedEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// requestResolverFunc is a RequestResolver recording what it was asked.
+type requestResolverFunc func(method, path, authority string) (*Service, *Error)
+
+func (f requestResolverFunc) Resolve(authority string) (*Service, *Error) {
+	return f("", "", authority)
+}
+func (f requestResolverFunc) ResolveRequest(method, path, authority string) (*Service, *Error) {
+	return f(method, path, authority)
+}
+
+// TestResolveRequest: a RequestResolver is handed the method and path, a
+// plain Resolver the authority alone.
+func TestResolveRequest(t *testing.T) {
+	var got string
+	rr := requestResolverFunc(func(method, path, authority string) (*Service, *Error) {
+		got = method + " " + path + " " + authority
+		return nil, nil
+	})
+	ResolveRequest(rr, "GET", "/healthz", "web:80")
+	if want := "GET /healthz web:80"; got != want {
+		t.Errorf("RequestResolver got %q, want %q", got, want)
+	}
+	got = ""
+	ResolveRequest(ResolverFunc(func(authority string) (*Service, *Error) {
+		got = authority
+		return nil, nil
+	}), "GET", "/healthz", "web:80")
+	if got != "web:80" {
+		t.Errorf("Resolver got %q, want the authority", got)
+	}
+}

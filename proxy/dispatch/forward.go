@@ -101,6 +101,24 @@ type Resolver interface {
 	Resolve(authority string) (*Service, *Error)
 }
 
+// RequestResolver is a Resolver that also looks at a request's method and
+// path (without the query): the inbound side's authorization needs them to
+// let the kubelet's probes through. The HTTP servers call ResolveRequest,
+// which uses it when their resolver implements it.
+type RequestResolver interface {
+	Resolver
+	ResolveRequest(method, path, authority string) (*Service, *Error)
+}
+
+// ResolveRequest resolves a request with r: by method, path and authority
+// when r is a RequestResolver, else by authority alone.
+func ResolveRequest(r Resolver, method, path, authority string) (*Service, *Error) {
+	if rr, ok := r.(RequestResolver); ok {
+		return rr.ResolveRequest(method, path, authority)
+	}
+	return r.Resolve(authority)
+}
+
 // ResolverFunc adapts a function to Resolver.
 type ResolverFunc func(authority string) (*Service, *Error)
 

@@ -42,7 +42,7 @@ func (cc *clientConn) handle() {
 	cc.body, cc.bodyPeeked, cc.bodyRead, cc.bodyTouched, cc.upgraded = nil, false, !req.hasBody(), false, nil
 	defer cc.releaseBody()
 
-	svc, perr := cc.resolver.Resolve(req.authority)
+	svc, perr := dispatch.ResolveRequest(cc.resolver, req.method, req.path, req.authority)
 	if perr != nil {
 		cc.writeError(perr)
 		return

@@ -90,7 +90,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	grpc := isGRPC(r.Header.Get("Content-Type"))
-	svc, perr := h.resolver.Resolve(r.Host)
+	svc, perr := dispatch.ResolveRequest(h.resolver, r.Method, r.URL.Path, r.Host)
 	if perr != nil {
 		writeError(w, perr, grpc)
 		return
