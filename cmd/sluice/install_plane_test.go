@@ -35,10 +35,12 @@ import (
 	"github.com/sluicehq/sluice/test/envtest"
 )
 
-// runInstall runs `sluice install ARGS...` and returns its stdout, failing
-// the test if it does not succeed quietly.
+// runInstall runs `sluice install --ignore-cluster ARGS...` (so that no
+// developer's kubeconfig matters) and returns its stdout, failing the test
+// if it does not succeed quietly.
 func runInstall(t *testing.T, args ...string) []byte {
 	t.Helper()
+	args = append([]string{"--" + flagIgnoreCluster}, args...)
 	var stdout, stderr bytes.Buffer
 	if code := run(append([]string{"install"}, args...), &stdout, &stderr); code != 0 {
 		t.Fatalf("sluice install %s exited %d: %s", strings.Join(args, " "), code, stderr.String())
@@ -591,7 +593,7 @@ func TestInstallErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			if code := run(append([]string{"install"}, tc.args...), &stdout, &stderr); code == 0 {
+			if code := run(append([]string{"install", "--" + flagIgnoreCluster}, tc.args...), &stdout, &stderr); code == 0 {
 				t.Fatalf("sluice install %v succeeded", tc.args)
 			}
 			if stdout.Len() != 0 {
