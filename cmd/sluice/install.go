@@ -427,13 +427,13 @@ func (o *installOptions) clusterCertificates(ctx context.Context) (*clusterCerts
 	case len(reused) == 0:
 		o.note("the Kubernetes cluster %s holds no Sluice certificates in namespace %s: generating new ones", kt, installNamespace)
 	case certs.issuer == nil && o.issuerFilesGiven():
-		o.note("reused %s from the Kubernetes cluster %s; the identity's from the --identity-* files", strings.Join(reused, ", "), kt)
+		o.note("reused %s from the Kubernetes cluster %s; the identity's from the --identity-* files", reused[0], kt)
 	case certs.issuer == nil:
-		o.note("reused %s from the Kubernetes cluster %s; generated a new trust anchor and issuer (the cluster has none)", strings.Join(reused, ", "), kt)
+		o.note("reused %s from the Kubernetes cluster %s; generated a new trust anchor and issuer (the cluster has none)", reused[0], kt)
 	case certs.webhook == nil:
 		o.note("reused %s from the Kubernetes cluster %s; generated a new webhook certificate (the cluster has none)", strings.Join(reused, " and "), kt)
 	default:
-		o.note("reused %s from the Kubernetes cluster %s", strings.Join(reused, ", "), kt)
+		o.note("reused %s and %s from the Kubernetes cluster %s", strings.Join(reused[:len(reused)-1], ", "), reused[len(reused)-1], kt)
 	}
 	return certs, nil
 }
