@@ -35,10 +35,12 @@ import (
 	"github.com/sluicehq/sluice/test/envtest"
 )
 
-// runInstall runs `sluice install ARGS...` and returns its stdout, failing
-// the test if it does not succeed quietly.
+// runInstall runs `sluice install --ignore-cluster ARGS...` (so that no
+// developer's kubeconfig matters) and returns its stdout, failing the test
+// if it does not succeed quietly.
 func runInstall(t *testing.T, args ...string) []byte {
 	t.Helper()
+	args = append([]string{"--" + flagIgnoreCluster}, args...)
 	var stdout, stderr bytes.Buffer
 	if code := run(append([]string{"install"}, args...), &stdout, &stderr); code != 0 {
 		t.Fatalf("sluice install %s exited %d: %s", strings.Join(args, " "), code, stderr.String())
@@ -591,7 +593,7 @@ func TestInstallErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			if code := run(append([]string{"install"}, tc.args...), &stdout, &stderr); code == 0 {
+			if code := run(append([]string{"install", "--" + flagIgnoreCluster}, tc.args...), &stdout, &stderr); code == 0 {
 				t.Fatalf("sluice install %v succeeded", tc.args)
 			}
 			if stdout.Len() != 0 {
@@ -743,4 +745,136 @@ func TestInstallAppliesToAnAPIServer(t *testing.T) {
 	}
 	// Applying the same manifests again changes nothing and conflicts with nothing.
 	apply("sluice install", out)
+}
+
+// installCerts are the certificates in the output of sluice install.
+type installCerts struct {
+	anchors, issuerCrt, issuerKey, webhookCA, webhookCrt string
+}
+
+func certsOf(t *testing.T, out []byte) installCerts {
+	t.Helper()
+	objs := decodeTyped(t, out)
+	iss := get[*corev1.Secret](t, objs, "Secret/sluice-identity-issuer")
+	wh := get[*corev1.Secret](t, objs, "Secret/sluice-injector-tls")
+	whc := get[*admissionregistrationv1.MutatingWebhookConfiguration](t, objs, "MutatingWebhookConfiguration/sluice-injector")
+	return installCerts{
+		anchors:    strings.TrimSpace(get[*corev1.ConfigMap](t, objs, "ConfigMap/sluice-identity-trust-roots").Data["ca.crt"]),
+		issuerCrt:  string(iss.Data["tls.crt"]),
+		issuerKey:  string(iss.Data["tls.key"]),
+		webhookCA:  string(whc.Webhooks[0].ClientConfig.CABundle),
+		webhookCrt: string(wh.Data["tls.crt"]),
+	}
+}
+
+// runInstallOn runs `sluice install ARGS...` without --ignore-cluster and
+// returns its stdout, stderr and exit code.
+func runInstallOn(args ...string) (stdout, stderr string, code int) {
+	var o, e bytes.Buffer
+	code = run(append([]string{"install"}, args...), &o, &e)
+	return o.String(), e.String(), code
+}
+
+// TestInstallUpgradeKeepsTheClusterCertificates installs on an API server,
+// then installs again as an upgrade would: the second run must print the
+// cluster's trust anchors, issuer and webhook certificate, not new ones.
+func TestInstallUpgradeKeepsTheClusterCertificates(t *testing.T) {
+	cfg, c := envtest.Start(t)
+	kubectl := envtest.Kubectl(t)
+	kubeconfig := envtest.Kubeconfig(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	out, stderr, code := runInstallOn("--kubeconfig", kubeconfig)
+	if code != 0 {
+		t.Fatalf("first install exited %d: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "holds no Sluice certificates") || !strings.Contains(stderr, cfg.Host) {
+		t.Errorf("first install's stderr %q does not say it generated the certificates for %s", stderr, cfg.Host)
+	}
+	first := certsOf(t, []byte(out))
+	cmd := exec.CommandContext(ctx, kubectl, "--kubeconfig", kubeconfig, "apply", "--server-side", "-f", "-")
+	cmd.Stdin = strings.NewReader(out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, b)
+	}
+
+	out, stderr, code = runInstallOn("--kubeconfig", kubeconfig)
+	if code != 0 {
+		t.Fatalf("second install exited %d: %s", code, stderr)
+	}
+	t.Logf("second install: %s", stderr)
+	for _, w := range []string{"reused", cfg.Host, "ConfigMap sluice/sluice-identity-trust-roots", "Secret sluice/sluice-identity-issuer", "Secret sluice/sluice-injector-tls"} {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("second install's stderr %q lacks %q", stderr, w)
+		}
+	}
+	if second := certsOf(t, []byte(out)); second != first {
+		t.Errorf("the second install changed the certificates:\nfirst  %+v\nsecond %+v", first, second)
+	}
+
+	t.Run("ignore cluster", func(t *testing.T) {
+		out, stderr, code := runInstallOn("--kubeconfig", kubeconfig, "--"+flagIgnoreCluster)
+		if code != 0 || stderr != "" {
+			t.Fatalf("install --ignore-cluster exited %d, stderr %q", code, stderr)
+		}
+		got := certsOf(t, []byte(out))
+		if got.anchors == first.anchors || got.issuerCrt == first.issuerCrt || got.webhookCA == first.webhookCA {
+			t.Error("install --ignore-cluster reused a certificate of the cluster")
+		}
+	})
+
+	t.Run("files win", func(t *testing.T) {
+		now := time.Now()
+		anchor, err := identity.NewRootCA("my root", now, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		issuer, err := identity.NewIntermediateCA(anchor, "my issuer", now, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files := writeIssuerFiles(t, anchor, issuer)
+		out, stderr, code := runInstallOn(append([]string{"--kubeconfig", kubeconfig}, files.args()...)...)
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		got := certsOf(t, []byte(out))
+		if got.anchors != strings.TrimSpace(string(anchor.CertPEM)) || got.issuerCrt != string(issuer.CertPEM) {
+			t.Error("the --identity-* files did not win over the cluster's certificates")
+		}
+		if got.webhookCA != first.webhookCA || got.webhookCrt != first.webhookCrt {
+			t.Error("the cluster's webhook certificate was not reused")
+		}
+	})
+
+	t.Run("expired issuer", func(t *testing.T) {
+		now := time.Now()
+		anchor, err := identity.NewRootCA("root", now.Add(-3*time.Hour), 24*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expired, err := identity.NewIntermediateCA(anchor, "old issuer", now.Add(-3*time.Hour), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sec corev1.Secret
+		if err := c.Get(ctx, client.ObjectKey{Namespace: "sluice", Name: "sluice-identity-issuer"}, &sec); err != nil {
+			t.Fatal(err)
+		}
+		sec.Data["tls.crt"], sec.Data["tls.key"] = expired.CertPEM, expired.KeyPEM
+		if err := c.Update(ctx, &sec); err != nil {
+			t.Fatal(err)
+		}
+		out, stderr, code := runInstallOn("--kubeconfig", kubeconfig)
+		if code == 0 || out != "" {
+			t.Fatalf("install with an expired issuer in the cluster exited %d and printed %d bytes, want a failure and nothing", code, len(out))
+		}
+		t.Logf("install with an expired issuer: %s", stderr)
+		for _, w := range []string{"Secret sluice/sluice-identity-issuer", "expired", "--" + flagIssuerCertFile, "--" + flagIgnoreCluster} {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("stderr %q lacks %q", stderr, w)
+			}
+		}
+	})
 }

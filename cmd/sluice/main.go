@@ -103,7 +103,7 @@ Where a command acts:
 	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig file: act on its cluster rather than on a local sluice up")
 	pf.StringVar(&g.kubeContext, "context", "", "kubeconfig context: act on its cluster rather than on a local sluice up")
 	pf.StringVarP(&g.namespace, "namespace", "n", "", "namespace (default: the kubeconfig context's on a cluster, default in local mode)")
-	root.AddCommand(newUpCmd(g), newStatCmd(g), newCheckCmd(g), newInstallCmd())
+	root.AddCommand(newUpCmd(g), newStatCmd(g), newCheckCmd(g), newInstallCmd(g))
 	root.AddCommand(newInjectCmd())
 	root.AddCommand(canaryCommands(g)...)
 	root.AddCommand(newControllerCmd())
