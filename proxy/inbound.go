@@ -140,9 +140,12 @@ func (p *Proxy) policyFor(port int) *enforcedPolicy {
 	return def
 }
 
-// inboundOriginalDst returns where a redirected inbound connection was
-// going, when inbound.originalDst is on; false for a connection made to
-// the inbound listener itself.
+// inboundOriginalDst returns where a redirected inbound connection goes,
+// when inbound.originalDst is on: the port it was sent to, on loopback (as
+// Linkerd does: the application listens there too, and the iptables rules
+// send the proxy's own connections to its pod's address to the inbound
+// side, so forwarding to that address would loop). It returns false for a
+// connection made to the inbound listener itself.
 func (p *Proxy) inboundOriginalDst(c net.Conn) (netip.AddrPort, bool) {
 	if !p.inboundOrigDst.Load() {
 		return netip.AddrPort{}, false
@@ -158,7 +161,11 @@ func (p *Proxy) inboundOriginalDst(c net.Conn) (netip.AddrPort, bool) {
 		}
 		return netip.AddrPort{}, false
 	}
-	return orig, true
+	lo := netip.IPv6Loopback()
+	if orig.Addr().Unmap().Is4() {
+		lo = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	}
+	return netip.AddrPortFrom(lo, orig.Port()), true
 }
 
 // authorize checks a client of a port against its inbound policy and counts

@@ -138,10 +138,9 @@ type Inbound struct {
 	// when Listen is set, unless OriginalDst is.
 	App string `json:"app"`
 	// OriginalDst sends each inbound connection that iptables redirected to
-	// the proxy on to the address it was addressed to (its SO_ORIGINAL_DST:
-	// the pod's own IP and the port the client dialled), so every port of
-	// the pod is served, each under its own inbound policy. Connections that
-	// reach the listener directly go to App.
+	// the proxy on to the port it was addressed to (its SO_ORIGINAL_DST), on
+	// loopback, so every port of the pod is served, each under its own
+	// inbound policy. Connections that reach the listener directly go to App.
 	OriginalDst bool `json:"originalDst,omitempty"`
 	// Protocol skips detection for inbound connections when set.
 	Protocol routetable.Protocol `json:"protocol,omitempty"`

@@ -172,11 +172,13 @@ func Cleanup(ctx context.Context, cfg Config) error {
 				}
 			}
 		}
-		for _, chain := range ours {
-			if !nat.hasChain(chain) {
-				continue
-			}
-			for _, op := range []string{"-F", "-X"} {
+		// Flush both chains before deleting either: the outbound chain
+		// jumps to the inbound one.
+		for _, op := range []string{"-F", "-X"} {
+			for _, chain := range ours {
+				if !nat.hasChain(chain) {
+					continue
+				}
 				if _, err := cfg.run(ctx, []string{f.bin, "-w", "-t", "nat", op, chain}); err != nil {
 					return err
 				}

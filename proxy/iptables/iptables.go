@@ -20,6 +20,8 @@
 //	-t nat -A SLUICE_PROXY_INBOUND -p tcp -j REDIRECT --to-ports 4143
 //	-t nat -A PREROUTING -p tcp -j SLUICE_PROXY_INBOUND
 //	-t nat -N SLUICE_PROXY_OUTBOUND
+//	-t nat -A SLUICE_PROXY_OUTBOUND -o lo ! -d 127.0.0.1/32 -m owner --uid-owner 2102 -j SLUICE_PROXY_INBOUND
+//	                                                      (the proxy to its own pod: inbound, as any client)
 //	-t nat -A SLUICE_PROXY_OUTBOUND -m owner --uid-owner 2102 -j RETURN       (the proxy itself)
 //	-t nat -A SLUICE_PROXY_OUTBOUND -o lo ! -d 127.0.0.1/32 -j RETURN         (the pod's own IP)
 //	-t nat -A SLUICE_PROXY_OUTBOUND -d 127.0.0.0/8 -j RETURN                  (loopback)
@@ -30,7 +32,9 @@
 //
 // As in Linkerd, a connection from the application to its own pod IP leaves
 // through lo and reaches the application directly: locally generated packets
-// are NATed once, in OUTPUT, so PREROUTING never redirects them inbound.
+// are NATed once, in OUTPUT, so PREROUTING never redirects them inbound. The
+// proxy's own connections to its pod IP are sent to the inbound side, which
+// forwards to 127.0.0.1 (or ::1) and so never loops.
 package iptables
 
 import (
@@ -345,6 +349,11 @@ func (c Config) plan(f family) []step {
 	jumpTo("PREROUTING", InboundChain, "inbound")
 
 	chain(OutboundChain)
+	// The proxy's own connections to its pod's address (an outbound request
+	// whose endpoint is this very pod) go to the inbound side, as any
+	// client's would. The inbound side forwards to loopback, so it never
+	// matches this rule itself.
+	rule(OutboundChain, "proxy-to-own-pod", "-o", "lo", "!", "-d", f.localhost, "-m", "owner", "--uid-owner", strconv.Itoa(c.ProxyUID), "-j", InboundChain)
 	rule(OutboundChain, "ignore-proxy-uid", "-m", "owner", "--uid-owner", strconv.Itoa(c.ProxyUID), "-j", "RETURN")
 	rule(OutboundChain, "ignore-pod-ip", "-o", "lo", "!", "-d", f.localhost, "-j", "RETURN")
 	rule(OutboundChain, "ignore-loopback", "-d", f.loopback, "-j", "RETURN")

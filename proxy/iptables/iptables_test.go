@@ -433,7 +433,7 @@ func TestApplyErrorNamesCommand(t *testing.T) {
 	if !errors.As(err, &ce) {
 		t.Fatalf("Apply error = %v, want a *CommandError", err)
 	}
-	for _, want := range []string{"iptables -w -t nat -A SLUICE_PROXY_OUTBOUND -m owner --uid-owner 2102", "simulated failure", "exit status 2"} {
+	for _, want := range []string{"iptables -w -t nat -A SLUICE_PROXY_OUTBOUND -o lo", "--uid-owner 2102", "simulated failure", "exit status 2"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not contain %q", err, want)
 		}

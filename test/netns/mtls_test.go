@@ -714,10 +714,10 @@ func TestMutualTLSInterception(t *testing.T) {
 			t.Errorf("answered by %q, want the backend b-v1", echo.Version)
 		}
 		// Pod b's application sees its own proxy, never pod a.
-		// Its proxy forwards to the original destination (inbound.originalDst):
-		// the pod's own address and the port pod a dialled.
-		if host := hostOf(echo.Remote); host != b.ip {
-			t.Errorf("the backend saw client %s, want %s (pod b's inbound proxy, forwarding to the original destination), not pod a's %s", echo.Remote, b.ip, a.ip)
+		// Its proxy forwards to the port pod a dialled, on loopback
+		// (inbound.originalDst).
+		if host := hostOf(echo.Remote); host != "127.0.0.1" {
+			t.Errorf("the backend saw client %s, want 127.0.0.1 (pod b's inbound proxy), not pod a's %s", echo.Remote, a.ip)
 		}
 		if ids := echo.Headers.Values("Sluice-Client-Id"); !slices.Equal(ids, []string{a.identity}) {
 			t.Errorf("the backend got sluice-client-id %q, want only pod a's verified identity %q", ids, a.identity)

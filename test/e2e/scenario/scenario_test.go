@@ -126,6 +126,14 @@ func (e *env) meshDemo(ctx context.Context) {
 	}
 
 	frontend := e.serviceURL(ctx, "demo", "frontend")
+	// kube-proxy programs a Service's endpoints a moment after they are ready.
+	e.eventually(ctx, time.Minute, "the frontend answers through its ClusterIP", func() error {
+		code, body, err := httpGet(ctx, frontend+"/")
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("%d %v %s", code, err, body)
+		}
+		return nil
+	})
 	for i := range 20 {
 		code, body, err := httpGet(ctx, frontend+"/")
 		if err != nil || code != http.StatusOK || !strings.Contains(body, `"backend"`) {
@@ -466,6 +474,7 @@ spec:
   template:
     metadata: {labels: {app: flaky}}
     spec:
+      enableServiceLinks: false
       containers:
       - name: app
         image: ghcr.io/sluicehq/sluice-demo-app:dev
@@ -488,6 +497,7 @@ spec:
   template:
     metadata: {labels: {app: slow}}
     spec:
+      enableServiceLinks: false
       containers:
       - name: app
         image: ghcr.io/sluicehq/sluice-demo-app:dev
