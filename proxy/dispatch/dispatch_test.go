@@ -3,11 +3,13 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -575,5 +577,26 @@ func TestResolveRequest(t *testing.T) {
 	}), "GET", "/healthz", "web:80")
 	if got != "web:80" {
 		t.Errorf("Resolver got %q, want the authority", got)
+	}
+}
+
+// TestAsErrorUnprocessed checks which errors mark a proxy-made response as
+// unprocessed (safe for the mesh peer to retry elsewhere): those of a
+// request that never reached its endpoint, and only those.
+func TestAsErrorUnprocessed(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection refused", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, true},
+		{"refused, wrapped", fmt.Errorf("connect: %w", syscall.ECONNREFUSED), true},
+		{"a peer that could not reach its app", PeerUnprocessed("10.0.0.1:8080", "connect refused"), true},
+		{"reset after sending", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, false},
+		{"timeout", context.DeadlineExceeded, false},
+	} {
+		if got := AsError(tt.err).Unprocessed; got != tt.want {
+			t.Errorf("%s: Unprocessed = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

@@ -35,6 +35,12 @@ type Error struct {
 	Status int
 	GRPC   int
 	Reason string
+	// Unprocessed says the request never reached the endpoint (it could not
+	// be connected to), so sending it elsewhere is safe. Written responses
+	// carry HeaderUnprocessed: the mesh peer that sent the request retries
+	// it on another endpoint (an inbound proxy whose application is gone,
+	// as when a pod shuts down, answers so).
+	Unprocessed bool
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("%d %s", e.Status, e.Reason) }
@@ -54,6 +60,16 @@ const StatusClientClosed = 499
 
 // HeaderName is the header that carries the reason of a proxy-made error.
 const HeaderName = "sluice-proxy-error"
+
+// HeaderUnprocessed marks a proxy-made error for a request that never
+// reached its endpoint (Error.Unprocessed).
+const HeaderUnprocessed = "sluice-proxy-unprocessed"
+
+// PeerUnprocessed is the error of an attempt whose mesh peer answered with
+// HeaderUnprocessed: like a refused connection, it is retried elsewhere.
+func PeerUnprocessed(addr, reason string) error {
+	return fmt.Errorf("the proxy at %s could not reach its application (%s): %w", addr, reason, syscall.ECONNREFUSED)
+}
 
 // AsError turns whatever ended an attempt into the response the client gets.
 func AsError(err error) *Error {
@@ -79,9 +95,8 @@ func AsError(err error) *Error {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return &Error{Status: 504, GRPC: GRPCDeadlineExceeded, Reason: "upstream timeout: " + err.Error()}
 	}
-	var oe *net.OpError
-	if errors.As(err, &oe) && oe.Op == "dial" {
-		return &Error{Status: 502, GRPC: GRPCUnavailable, Reason: err.Error()}
+	if IsConnectError(err) {
+		return &Error{Status: 502, GRPC: GRPCUnavailable, Reason: err.Error(), Unprocessed: true}
 	}
 	return &Error{Status: 502, GRPC: GRPCUnavailable, Reason: "upstream: " + err.Error()}
 }

@@ -127,6 +127,12 @@ func (cc *clientConn) attemptMesh(ctx context.Context, t *dispatch.Target, att *
 		}
 	}
 	att.FirstByte()
+	if pump == nil && resp.Header.Get(dispatch.HeaderUnprocessed) != "" {
+		// The peer proxy could not reach its application: nothing was
+		// processed, so the request goes to another endpoint.
+		resp.Body.Close()
+		return dispatch.Result{Err: dispatch.PeerUnprocessed(addr, resp.Header.Get(dispatch.HeaderName)), GRPCStatus: -1, Retryable: true}
+	}
 	res := dispatch.Result{Status: resp.StatusCode, GRPCStatus: -1, Latency: time.Since(start)}
 	if !last && pump == nil && cc.plan.Retry.RetryableStatus(resp.StatusCode) {
 		resp.Body.Close()

@@ -377,6 +377,11 @@ func (cc *clientConn) writeError(e *dispatch.Error) {
 	b = append(b, dispatch.HeaderName...)
 	b = append(b, ": "...)
 	b = append(b, reason...)
+	if e.Unprocessed {
+		b = append(b, "\r\n"...)
+		b = append(b, dispatch.HeaderUnprocessed...)
+		b = append(b, ": 1"...)
+	}
 	b = append(b, "\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n"...)

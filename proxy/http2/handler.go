@@ -232,6 +232,16 @@ func (q *request) attempt(ctx context.Context, t *dispatch.Target, att *balance.
 		return res
 	}
 	att.FirstByte()
+	if !q.downgrade && q.s.Pool.ClientTLS != nil && t.Endpoint.Spec().Identity != "" && resp.Header.Get(dispatch.HeaderUnprocessed) != "" &&
+		(q.body == nil || q.body.replayable()) {
+		// The peer proxy could not reach its application: nothing was
+		// processed, so the request goes to another endpoint.
+		resp.Body.Close()
+		views.close()
+		res := dispatch.Result{Err: dispatch.PeerUnprocessed(t.Endpoint.Spec().Address, resp.Header.Get(dispatch.HeaderName)), GRPCStatus: -1, Retryable: true}
+		q.prev = res
+		return res
+	}
 	res := dispatch.Result{Status: resp.StatusCode, GRPCStatus: -1, Latency: time.Since(start)}
 	// The stream ended with its headers: a gRPC trailers-only response, or an
 	// empty body.
@@ -535,6 +545,9 @@ func writeError(w http.ResponseWriter, e *dispatch.Error, grpc bool) {
 	h := w.Header()
 	reason := headerValue(e.Reason)
 	h.Set(dispatch.HeaderName, reason)
+	if e.Unprocessed {
+		h.Set(dispatch.HeaderUnprocessed, "1")
+	}
 	if grpc {
 		h.Set("Content-Type", "application/grpc")
 		h.Set(headerGRPCStatus, strconv.Itoa(e.GRPC))
