@@ -164,7 +164,11 @@ func New(cfg *config.Config, log *slog.Logger) (*Proxy, error) {
 }
 
 func (p *Proxy) newSide(direction string, static metrics.Labels, endpointLabels func(*routetable.Endpoint) metrics.Labels) side {
-	d := dispatch.New(dispatch.Options{Direction: direction, Metrics: p.registry, Logger: p.log, StaticLabels: static, EndpointLabels: endpointLabels})
+	opts := dispatch.Options{Direction: direction, Metrics: p.registry, Logger: p.log, StaticLabels: static, EndpointLabels: endpointLabels}
+	// Inbound, the one endpoint is the application: its errors are its own
+	// to answer, never a reason to stop sending it requests.
+	opts.Balancer.NoBreaker = direction == "inbound"
+	d := dispatch.New(opts)
 	return side{
 		d:  d,
 		h1: &http1.Server{Dispatcher: d, Pool: p.h1pool, Logger: p.log},

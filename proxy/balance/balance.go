@@ -69,6 +69,10 @@ type Config struct {
 	// A MaxPenalty below MinPenalty is raised to MinPenalty; a negative
 	// JitterRatio means no jitter.
 	Breaker routetable.Breaker
+	// NoBreaker turns failure accrual off: no endpoint is ever ejected. The
+	// inbound side uses it: its one endpoint is the application, and
+	// ejecting it would turn the application's errors into the proxy's.
+	NoBreaker bool
 	// Clock is the time source (nil: real time).
 	Clock Clock
 	// Rand returns uniformly random 64-bit values; it must be safe for concurrent
@@ -89,6 +93,7 @@ type settings struct {
 	defaultRTT  float64 // ns
 	decayNS     float64
 	maxFailures int64
+	noBreaker   bool
 	minPenalty  time.Duration
 	maxPenalty  time.Duration
 	jitter      float64
@@ -142,6 +147,7 @@ func New(cfg Config) *Balancer {
 		defaultRTT:  float64(cfg.DefaultRTT),
 		decayNS:     float64(cfg.Decay),
 		maxFailures: int64(cfg.Breaker.MaxFailures),
+		noBreaker:   cfg.NoBreaker,
 		minPenalty:  cfg.Breaker.MinPenalty.D(),
 		maxPenalty:  cfg.Breaker.MaxPenalty.D(),
 		jitter:      cfg.Breaker.JitterRatio,

@@ -118,7 +118,7 @@ func (b *breaker) done(cfg *settings, kind attemptKind, s uint64, failed bool, n
 			}
 			return
 		}
-		if b.failures.Add(1) >= cfg.maxFailures {
+		if b.failures.Add(1) >= cfg.maxFailures && !cfg.noBreaker {
 			b.trip(cfg, s, now)
 		}
 	case attemptProbe:

@@ -237,3 +237,18 @@ func TestPenalty(t *testing.T) {
 		})
 	}
 }
+
+// TestNoBreaker checks that without failure accrual an endpoint stays ready
+// whatever its failures (the inbound side's application).
+func TestNoBreaker(t *testing.T) {
+	b := New(Config{Clock: newFakeClock(), Rand: constRand(0), NoBreaker: true})
+	b.Update(eps("a:1"))
+	e := byAddr(t, b, "a:1")
+	for range 10 * DefaultMaxFailures {
+		e.Start().Done(true)
+	}
+	wantState(t, e, "ready", true)
+	if _, err := b.Pick(); err != nil {
+		t.Fatalf("Pick = %v, want the endpoint", err)
+	}
+}

@@ -237,7 +237,11 @@ func (e *env) canary(ctx context.Context) {
 		t.Errorf("after the rollback the client saw %d failures of %d (%s), want none", failed, total, counts)
 	}
 
-	// Deleting the Canary restores the original Deployment.
+	// Deleting the Canary restores the original Deployment, as it is: put
+	// the promoted version back in it first (the same revision as the
+	// primary's, so no new run starts), then delete.
+	e.kubectlMust(ctx, nil, "-n", "demo", "set", "env", "deployment/backend", "VERSION=v2", "ERROR_RATE=0")
+	time.Sleep(5 * time.Second)
 	e.kubectlMust(ctx, nil, "-n", "demo", "delete", "canary", "backend", "--timeout=2m")
 	e.eventually(ctx, 2*time.Minute, "the backend Deployment is restored", func() error {
 		d, err := e.cl.Client.AppsV1().Deployments("demo").Get(ctx, "backend", metav1.GetOptions{})
@@ -249,9 +253,9 @@ func (e *env) canary(ctx context.Context) {
 		}
 		return nil
 	})
-	e.eventually(ctx, time.Minute, "the frontend still answers", func() error {
+	e.eventually(ctx, time.Minute, "the frontend answers, from the restored backend", func() error {
 		code, body, err := httpGet(ctx, frontend+"/")
-		if err != nil || code != http.StatusOK {
+		if err != nil || code != http.StatusOK || !strings.Contains(body, `"pod":"backend-`) || strings.Contains(body, "backend-primary") {
 			return fmt.Errorf("%d %v %s", code, err, body)
 		}
 		return nil
