@@ -94,13 +94,9 @@ func runIdentity(ctx context.Context, o *identityOptions, logger *slog.Logger) e
 	if err := o.validate(); err != nil {
 		return err
 	}
-	cfg, err := roleRESTConfig(o.kubeconfig, o.kubeContext)
+	cfg, kube, err := roleClient(o.kubeconfig, o.kubeContext)
 	if err != nil {
 		return err
-	}
-	kube, err := clientset.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("identity: kubernetes client: %w", err)
 	}
 	svc := &pendingIdentity{}
 	svc.setNotReady(errors.New("the CA is not loaded yet"))

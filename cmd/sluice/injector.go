@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/sluicehq/sluice/mesh/identity"
@@ -141,13 +140,9 @@ func (o *injectorOptions) validate() error {
 // receives the webhook's and the admin server's listening addresses once
 // both listen (tests use port 0).
 func runInjector(ctx context.Context, o *injectorOptions, logger *slog.Logger, started func(webhook, admin net.Addr)) error {
-	restCfg, err := roleRESTConfig(o.kubeconfig, o.kubeContext)
+	_, kube, err := roleClient(o.kubeconfig, o.kubeContext)
 	if err != nil {
 		return err
-	}
-	kube, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("creating a Kubernetes client for %s: %w", restCfg.Host, err)
 	}
 	reg := newRoleRegistry()
 	srv, err := injector.NewServer(injector.ServerOptions{

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/util/validation"
+	clientset "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -112,6 +113,19 @@ func roleRESTConfig(kubeconfig, kubeContext string) (*rest.Config, error) {
 		return nil, fmt.Errorf("loading the Kubernetes configuration (--kubeconfig %q, --context %q): %w", kubeconfig, kubeContext, err)
 	}
 	return cfg, nil
+}
+
+// roleClient is roleRESTConfig and a clientset for it.
+func roleClient(kubeconfig, kubeContext string) (*rest.Config, *clientset.Clientset, error) {
+	cfg, err := roleRESTConfig(kubeconfig, kubeContext)
+	if err != nil {
+		return nil, nil, err
+	}
+	kube, err := clientset.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("creating a Kubernetes client for %s: %w", cfg.Host, err)
+	}
+	return cfg, kube, nil
 }
 
 // checkListenAddr checks that the flag's value is a host:port to listen on.

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	clientset "k8s.io/client-go/kubernetes"
 
 	meshk8s "github.com/sluicehq/sluice/mesh/kubernetes"
 	"github.com/sluicehq/sluice/mesh/telemetry"
@@ -85,13 +84,9 @@ func runTelemetry(ctx context.Context, o *telemetryOptions, logger *slog.Logger)
 	if err := o.validate(); err != nil {
 		return err
 	}
-	cfg, err := roleRESTConfig(o.kubeconfig, o.kubeContext)
+	cfg, kube, err := roleClient(o.kubeconfig, o.kubeContext)
 	if err != nil {
 		return err
-	}
-	kube, err := clientset.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("telemetry: kubernetes client: %w", err)
 	}
 	targets, err := meshk8s.NewTelemetryTargets(kube, meshk8s.TelemetryTargetsOptions{
 		Namespace:   o.namespace,

@@ -177,10 +177,10 @@ func (e *env) routePolicies(ctx context.Context) {
 	e.apply(ctx, []byte(flakyRoute))
 	e.eventually(ctx, time.Minute, "the flaky route is accepted", func() error { return e.routeAccepted(ctx, "demo", "flaky") })
 	retried := e.load(ctx, lt, "flaky-retried", map[string]any{"kind": "http", "url": "http://flaky.demo.svc.cluster.local/", "requests": 100, "rate": 10, "concurrency": 2})
-	// Without retries about half fail (500s, and 503s while the breaker
-	// holds the lone endpoint out); with them, few.
-	if b, r := 100-baseline["200"], 100-retried["200"]; b < 25 || r*2 > b {
-		t.Errorf("failures without retries %d, with retries %d: want the route's retries to halve them at least (codes %v vs %v)", b, r, baseline, retried)
+	// Without retries about half fail; with them the 500s mostly go (the
+	// breaker may still hold the lone endpoint out for a moment: 503s).
+	if b, r := 100-baseline["200"], 100-retried["200"]; b < 25 || 3*r > 2*b || retried["500"]*3 > baseline["500"] {
+		t.Errorf("failures without retries %d, with retries %d: want the route's retries to remove most 500s (codes %v vs %v)", b, r, baseline, retried)
 	}
 
 	e.apply(ctx, []byte(slowRoute))
