@@ -7,10 +7,9 @@
 package gatewayapi
 
 import (
-	"bytes"
 	"embed"
-	"fmt"
-	"io/fs"
+
+	"github.com/sluicehq/sluice/crds/manifests"
 )
 
 // BundleVersion is the Gateway API release the CRDs come from (their
@@ -30,33 +29,10 @@ var FS embed.FS
 // All returns every CRD as one YAML stream: the files in name order, each
 // a document that starts with "---" and ends with a newline.
 func All() []byte {
-	b, err := join(FS)
+	b, err := manifests.Join(FS)
 	if err != nil {
 		// The files are embedded at build time; reading them cannot fail.
 		panic(err)
 	}
 	return b
-}
-
-// join concatenates the *.yaml files of fsys, in name order, as a
-// multi-document YAML stream.
-func join(fsys fs.FS) ([]byte, error) {
-	names, err := fs.Glob(fsys, "*.yaml")
-	if err != nil {
-		return nil, fmt.Errorf("listing CRD files: %w", err)
-	}
-	var out bytes.Buffer
-	for _, name := range names {
-		b, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			return nil, fmt.Errorf("reading CRD file %s: %w", name, err)
-		}
-		b = bytes.TrimSpace(b)
-		if !bytes.HasPrefix(b, []byte("---")) {
-			out.WriteString("---\n")
-		}
-		out.Write(b)
-		out.WriteByte('\n')
-	}
-	return out.Bytes(), nil
 }

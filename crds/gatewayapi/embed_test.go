@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"testing/fstest"
 
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
@@ -119,19 +118,5 @@ func TestSameAsModule(t *testing.T) {
 		if !want[f] {
 			t.Errorf("the embedded %s is not a CRD of %s@%s: run hack/gatewayapi-crds.sh", f, module, version)
 		}
-	}
-}
-
-func TestJoin(t *testing.T) {
-	fsys := fstest.MapFS{
-		"b.yaml": {Data: []byte("kind: B\n\n\n")},
-		"a.yaml": {Data: []byte("---\nkind: A")},
-	}
-	got, err := join(fsys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "---\nkind: A\n---\nkind: B\n"; string(got) != want {
-		t.Errorf("join = %q, want %q", got, want)
 	}
 }

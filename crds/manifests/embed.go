@@ -19,7 +19,7 @@ var FS embed.FS
 // All returns every CRD as one YAML stream: the files in name order, each
 // a document that starts with "---" and ends with a newline.
 func All() []byte {
-	b, err := join(FS)
+	b, err := Join(FS)
 	if err != nil {
 		// The files are embedded at build time; reading them cannot fail.
 		panic(err)
@@ -27,9 +27,10 @@ func All() []byte {
 	return b
 }
 
-// join concatenates the *.yaml files of fsys, in name order, as a
-// multi-document YAML stream.
-func join(fsys fs.FS) ([]byte, error) {
+// Join concatenates the *.yaml files of fsys, in name order, as a
+// multi-document YAML stream (each document starts with "---" and ends with
+// a newline). The Gateway API bundle (crds/gatewayapi) is joined by it too.
+func Join(fsys fs.FS) ([]byte, error) {
 	names, err := fs.Glob(fsys, "*.yaml")
 	if err != nil {
 		return nil, fmt.Errorf("listing CRD files: %w", err)

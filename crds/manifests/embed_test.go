@@ -80,7 +80,7 @@ func TestJoin(t *testing.T) {
 		"a.yaml":    {Data: []byte("---\nkind: A")},
 		"notes.txt": {Data: []byte("not YAML")},
 	}
-	got, err := join(fsys)
+	got, err := Join(fsys)
 	if err != nil {
 		t.Fatal(err)
 	}
