@@ -49,7 +49,9 @@ func runAwait(ctx context.Context, args []string, stderr io.Writer) int {
 				return 0
 			}
 			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
-		} else {
+		} else if ctx.Err() == nil || last == "no answer yet" {
+			// A request cut short by the overall deadline says nothing new:
+			// keep the proxy's last real answer for the message.
 			last = err.Error()
 		}
 		select {
