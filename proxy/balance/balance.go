@@ -50,9 +50,9 @@ const (
 // ErrNoEndpoints is returned by Pick when the endpoint set is empty.
 var ErrNoEndpoints = errors.New("balance: no endpoints")
 
-// ErrNoReadyEndpoints is returned by Pick when endpoints exist but none is ready:
-// all are unready by spec, ejected by the breaker, or on probation with a probe
-// already in flight.
+// ErrNoReadyEndpoints is returned by Pick when endpoints exist but none is
+// ready by spec. (Endpoints that are ready by spec but all ejected by the breaker
+// are still picked: see Pick.)
 var ErrNoReadyEndpoints = errors.New("balance: no ready endpoints")
 
 // Clock lets tests use a fake time.
@@ -134,9 +134,10 @@ type endpointSet struct {
 // Balancer spreads requests over a set of endpoints. It is safe for concurrent
 // use; Pick, Endpoint.Start and the Attempt methods take no shared lock.
 type Balancer struct {
-	cfg *settings
-	set atomic.Pointer[endpointSet]
-	mu  sync.Mutex // serializes Update
+	cfg    *settings
+	set    atomic.Pointer[endpointSet]
+	mu     sync.Mutex // serializes Update
+	panics atomic.Uint64
 }
 
 // New returns a Balancer with no endpoints.
@@ -233,7 +234,8 @@ func (b *Balancer) Endpoints() []*Endpoint {
 	return out
 }
 
-// ReadyCount is how many endpoints Pick could choose right now.
+// ReadyCount is how many endpoints are ready by spec and not ejected by the
+// breaker right now: the ones Pick prefers.
 func (b *Balancer) ReadyCount() int {
 	set := b.set.Load()
 	now := b.cfg.now()
@@ -246,10 +248,23 @@ func (b *Balancer) ReadyCount() int {
 	return n
 }
 
+// SpecReadyCount is how many endpoints are ready by spec, ejected or not: the
+// ones Pick falls back to when the breaker has ejected them all.
+func (b *Balancer) SpecReadyCount() int { return len(b.set.Load().ready) }
+
 // Pick chooses the endpoint for one request: with no ready endpoint it fails,
 // with one it returns it, otherwise it draws two distinct ready endpoints at
 // random and returns the one with the lower Cost (the first on a tie). The caller
 // then calls Start on it. Pick does not allocate.
+//
+// When the breaker has ejected every endpoint that is ready by spec, Pick
+// panics as Envoy's load balancer does below its panic threshold: it picks
+// among them anyway (the attempt's outcome does not accrue, a due probe still
+// decides the breaker). Ejection exists to move traffic to healthier
+// endpoints; with none left it would only turn a backend's partial failures
+// into total ones — a lone replica failing half its requests would fail all of
+// them. A route still prefers a backend with non-ejected endpoints (ReadyCount),
+// so a canary whose endpoints are ejected loses its share to the primary.
 func (b *Balancer) Pick() (*Endpoint, error) {
 	set := b.set.Load()
 	cand := set.ready
@@ -261,10 +276,10 @@ func (b *Balancer) Pick() (*Endpoint, error) {
 	}
 	now := b.cfg.now()
 	if len(cand) == 1 {
-		if cand[0].breakerReady(now) {
-			return cand[0], nil
+		if !cand[0].breakerReady(now) {
+			b.panics.Add(1)
 		}
-		return nil, ErrNoReadyEndpoints
+		return cand[0], nil
 	}
 	// Rejection sampling: a uniformly random distinct pair, accepted when both
 	// are ready, is a uniformly random pair of ready endpoints. When the breaker
@@ -277,12 +292,21 @@ func (b *Balancer) Pick() (*Endpoint, error) {
 			return cheaper(x, y, now), nil
 		}
 	}
-	return b.pickCounting(cand, now)
+	if e := b.pickCounting(cand, now); e != nil {
+		return e, nil
+	}
+	b.panics.Add(1)
+	i, j := pair(b.cfg.rand(), n)
+	return cheaper(cand[i], cand[j], now), nil
 }
 
+// Panics is how many picks found every endpoint ready by spec ejected and
+// chose one anyway (see Pick).
+func (b *Balancer) Panics() uint64 { return b.panics.Load() }
+
 // pickCounting is Pick's slow path: it counts the ready endpoints and draws a
-// pair by rank among them.
-func (b *Balancer) pickCounting(cand []*Endpoint, now int64) (*Endpoint, error) {
+// pair by rank among them; nil when the breaker has shut them all.
+func (b *Balancer) pickCounting(cand []*Endpoint, now int64) *Endpoint {
 	var first *Endpoint
 	ready := 0
 	for _, e := range cand {
@@ -295,9 +319,9 @@ func (b *Balancer) pickCounting(cand []*Endpoint, now int64) (*Endpoint, error) 
 	}
 	switch ready {
 	case 0:
-		return nil, ErrNoReadyEndpoints
+		return nil
 	case 1:
-		return first, nil
+		return first
 	}
 	i, j := pair(b.cfg.rand(), uint32(ready))
 	var x, y *Endpoint
@@ -317,13 +341,13 @@ func (b *Balancer) pickCounting(cand []*Endpoint, now int64) (*Endpoint, error) 
 	// Readiness may change under us (a concurrent probe, say); make do.
 	switch {
 	case x != nil && y != nil:
-		return cheaper(x, y, now), nil
+		return cheaper(x, y, now)
 	case x != nil:
-		return x, nil
+		return x
 	case y != nil:
-		return y, nil
+		return y
 	}
-	return first, nil
+	return first
 }
 
 // pair maps one random value to two distinct indices in [0, n), n >= 2.

@@ -129,8 +129,15 @@ func TestPickErrors(t *testing.T) {
 			e.Start().Done(true)
 		}
 	}
-	if _, err := b.Pick(); !errors.Is(err, ErrNoReadyEndpoints) {
-		t.Fatalf("all ejected: got %v, want ErrNoReadyEndpoints", err)
+	// Panic: every ready endpoint ejected, so Pick uses them anyway.
+	if n := b.ReadyCount(); n != 0 {
+		t.Fatalf("all ejected: ReadyCount = %d, want 0", n)
+	}
+	if e, err := b.Pick(); err != nil || e.State() != "ejected" {
+		t.Fatalf("all ejected: got %v, %v; want an ejected endpoint (panic)", e, err)
+	}
+	if p := b.Panics(); p != 1 {
+		t.Fatalf("Panics = %d, want 1", p)
 	}
 
 	b.Update(nil)
@@ -150,14 +157,18 @@ func TestPickSingle(t *testing.T) {
 			t.Fatalf("pick %d: got %v, %v; want only:1", i, got, err)
 		}
 	}
-	// One endpoint, ejected: nothing to pick.
+	// One endpoint, ejected: it is still picked (panic) rather than failing
+	// every request.
 	b.Update(eps("other:1"))
 	o := byAddr(t, b, "other:1")
 	for range DefaultMaxFailures {
 		o.Start().Done(true)
 	}
-	if _, err := b.Pick(); !errors.Is(err, ErrNoReadyEndpoints) {
-		t.Fatalf("single ejected endpoint: got %v, want ErrNoReadyEndpoints", err)
+	if got, err := b.Pick(); err != nil || got != o {
+		t.Fatalf("single ejected endpoint: got %v, %v; want other:1 (panic)", got, err)
+	}
+	if b.Panics() != 1 || b.ReadyCount() != 0 {
+		t.Fatalf("Panics = %d, ReadyCount = %d; want 1, 0", b.Panics(), b.ReadyCount())
 	}
 }
 

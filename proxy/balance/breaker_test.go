@@ -1,7 +1,6 @@
 package balance
 
 import (
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -50,9 +49,13 @@ func TestBreakerEjectsAfterConsecutiveFailures(t *testing.T) {
 			}
 			e.Start().Done(true)
 			wantState(t, e, "ejected", false)
-			if _, err := b.Pick(); !errors.Is(err, ErrNoReadyEndpoints) {
-				t.Fatalf("Pick = %v, want ErrNoReadyEndpoints", err)
+			// The lone endpoint is ejected: picked anyway (panic), and its
+			// outcome while ejected changes nothing.
+			if got, err := b.Pick(); err != nil || got != e {
+				t.Fatalf("Pick = %v, %v; want the ejected endpoint (panic)", got, err)
 			}
+			e.Start().Done(false)
+			wantState(t, e, "ejected", false)
 			if n := b.ReadyCount(); n != 0 {
 				t.Fatalf("ReadyCount = %d, want 0", n)
 			}
@@ -79,8 +82,8 @@ func TestBreakerBackoffAndProbation(t *testing.T) {
 		probe := e.Start()
 		// Exactly one probe: the endpoint is not ready while it is in flight.
 		wantState(t, e, "probation", false)
-		if _, err := b.Pick(); !errors.Is(err, ErrNoReadyEndpoints) {
-			t.Fatalf("Pick with probe in flight = %v, want ErrNoReadyEndpoints", err)
+		if n := b.ReadyCount(); n != 0 {
+			t.Fatalf("ReadyCount with probe in flight = %d, want 0", n)
 		}
 		// A request that slipped through anyway does not decide anything.
 		extra := e.Start()

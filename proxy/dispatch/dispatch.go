@@ -279,21 +279,29 @@ func (d *Dispatcher) compileRule(svc *routetable.Service, r *routetable.Rule) (*
 	return ri, nil
 }
 
-// registerEndpointGauge exposes a service's endpoints by state.
+// registerEndpointGauge exposes a service's endpoints by state, and how often
+// its balancer picked an ejected endpoint because every one was ejected. Each
+// service feeds the two families under its own key, so services do not
+// replace each other's series.
 func (d *Dispatcher) registerEndpointGauge(key string, b *balance.Balancer) func() {
-	return d.metrics.GaugeFunc("balancer_endpoints", "Endpoints of a service by state.", func(emit func(metrics.Labels, float64)) {
+	labels := metrics.Labels{
+		{Name: "direction", Value: d.opts.Direction},
+		{Name: "service", Value: key},
+	}
+	unregState := d.metrics.GaugeFuncKey("balancer_endpoints", key, "Endpoints of a service by state.", func(emit func(metrics.Labels, float64)) {
 		counts := map[string]int{"ready": 0, "pending": 0, "ejected": 0, "probation": 0}
 		for _, ep := range b.Endpoints() {
 			counts[ep.State()]++
 		}
 		for _, state := range []string{"ready", "pending", "ejected", "probation"} {
-			emit(metrics.Labels{
-				{Name: "direction", Value: d.opts.Direction},
-				{Name: "service", Value: key},
-				{Name: "endpoint_state", Value: state},
-			}, float64(counts[state]))
+			l := append(append(metrics.Labels{}, labels...), metrics.Label{Name: "endpoint_state", Value: state})
+			emit(l, float64(counts[state]))
 		}
 	})
+	unregPanics := d.metrics.CounterFuncKey("balancer_panic_total", key, "Requests sent to an ejected endpoint because the breaker had ejected every ready endpoint of the service.", func(emit func(metrics.Labels, float64)) {
+		emit(labels, float64(b.Panics()))
+	})
+	return func() { unregState(); unregPanics() }
 }
 
 // authorityLabel is the authority a service is known by in metrics.

@@ -600,3 +600,71 @@ func TestAsErrorUnprocessed(t *testing.T) {
 		}
 	}
 }
+
+// TestEjectedEverywhereStillServes: when the breaker has ejected a service's
+// only endpoint, requests still reach it (the balancer panics) instead of the
+// proxy answering 503 for all of them; a split prefers the backend whose
+// endpoints are not ejected, and falls back to every backend by weight when all
+// are ejected.
+func TestEjectedEverywhereStillServes(t *testing.T) {
+	canary := svc("web-canary", "10.0.0.2:80")
+	primary := svc("web-primary", "10.0.0.1:80")
+	web := svc("web")
+	web.Rules = []routetable.Rule{{Backends: []routetable.Backend{
+		{Service: key("web-primary"), Weight: u32(50)},
+		{Service: key("web-canary"), Weight: u32(50)},
+	}}}
+	d, _ := newDispatcher(t, Options{Direction: "outbound"}, web, primary, canary)
+	eject := func(k string) {
+		for _, ep := range d.Service(k).Balancer().Endpoints() {
+			for range balance.DefaultMaxFailures {
+				ep.Start().Done(true)
+			}
+			if ep.State() != "ejected" {
+				t.Fatalf("%s: state %q, want ejected", ep.Addr(), ep.State())
+			}
+		}
+	}
+
+	// The lone endpoint of a service is ejected: still served.
+	eject(key("web-primary"))
+	p := plan(t, d, key("web-primary"))
+	s := &script{results: []func(context.Context, bool) Result{ok}}
+	if res := d.Forward(context.Background(), p, false, s.attempt); res.Status != 200 || len(s.calls) != 1 {
+		t.Fatalf("ejected lone endpoint: result %+v, calls %v; want it served", res, s.calls)
+	}
+	if got := counter(d, "balancer_panic_total", map[string]string{"service": key("web-primary")}); got != 1 {
+		t.Fatalf("balancer_panic_total = %v, want 1", got)
+	}
+
+	// The split avoids the backend whose endpoints are all ejected.
+	p = plan(t, d, key("web"))
+	for range 20 {
+		s := &script{results: []func(context.Context, bool) Result{ok}}
+		d.Forward(context.Background(), p, false, s.attempt)
+		if len(s.calls) != 1 || s.calls[0].addr != "10.0.0.2:80" {
+			t.Fatalf("split with the primary ejected went to %v, want the canary 10.0.0.2:80", s.calls)
+		}
+	}
+
+	// Both ejected: the split goes on by weight instead of failing.
+	eject(key("web-canary"))
+	seen := map[string]int{}
+	for range 200 {
+		s := &script{results: []func(context.Context, bool) Result{ok}}
+		if res := d.Forward(context.Background(), p, false, s.attempt); res.Status != 200 {
+			t.Fatalf("all ejected: result %+v, want 200", res)
+		}
+		seen[s.calls[0].addr]++
+	}
+	if seen["10.0.0.1:80"] == 0 || seen["10.0.0.2:80"] == 0 {
+		t.Fatalf("all ejected: split %v, want both backends used", seen)
+	}
+
+	// Every service keeps its own endpoint gauges.
+	for _, k := range []string{key("web-primary"), key("web-canary")} {
+		if got := counter(d, "balancer_endpoints", map[string]string{"service": k, "endpoint_state": "ejected"}); got != 1 {
+			t.Errorf("balancer_endpoints{service=%s,endpoint_state=ejected} = %v, want 1", k, got)
+		}
+	}
+}

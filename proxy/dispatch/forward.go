@@ -254,17 +254,26 @@ func (r *Result) failed() bool {
 // pick chooses a backend of the plan's rule by weight, then one of its endpoints.
 func (d *Dispatcher) pick(p *Plan, avoid *balance.Endpoint, peer *Peer) (*Target, *Error) {
 	snap := d.snap.Load()
-	ready := func(key string) bool {
-		if key == "" {
-			return true // an invalid backend takes its share and answers 500
+	available := func(count func(*balance.Balancer) int) func(string) bool {
+		return func(key string) bool {
+			if key == "" {
+				return true // an invalid backend takes its share and answers 500
+			}
+			svc := snap.services[key]
+			if svc == nil && key == p.Service.key {
+				svc = p.Service
+			}
+			return svc != nil && count(svc.balancer) > 0
 		}
-		svc := snap.services[key]
-		if svc == nil && key == p.Service.key {
-			svc = p.Service
-		}
-		return svc != nil && svc.balancer.ReadyCount() > 0
 	}
-	b, ok := p.Rule.PickBackend(ready, rnd)
+	// Backends with endpoints the breaker has not ejected first; when the
+	// breaker has ejected every ready endpoint of every backend, split by weight
+	// over the backends with endpoints ready by spec (the balancers panic, see
+	// balance.Balancer.Pick) rather than failing every request.
+	b, ok := p.Rule.PickBackend(available((*balance.Balancer).ReadyCount), rnd)
+	if !ok {
+		b, ok = p.Rule.PickBackend(available((*balance.Balancer).SpecReadyCount), rnd)
+	}
 	if !ok {
 		// Nothing ready: if weights are positive but endpoints are missing, say so.
 		if len(p.Rule.Spec.Backends) == 1 {

@@ -231,6 +231,12 @@ func (r *Registry) CounterFunc(name, help string, fn func(emit func(labels Label
 	return r.registerFunc(name, "", help, TypeCounter, fn)
 }
 
+// CounterFuncKey is CounterFunc for one of several callbacks feeding the family
+// name, as GaugeFuncKey is for gauges.
+func (r *Registry) CounterFuncKey(name, key, help string, fn func(emit func(labels Labels, value float64))) (unregister func()) {
+	return r.registerFunc(name, key, help, TypeCounter, fn)
+}
+
 func (r *Registry) registerFunc(name, key, help string, typ Type, fn func(emit func(Labels, float64))) func() {
 	name = sanitizeMetricName(name)
 	k := funcKey{name: name, key: key}
