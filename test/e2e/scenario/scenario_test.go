@@ -177,8 +177,9 @@ func (e *env) routePolicies(ctx context.Context) {
 	e.apply(ctx, []byte(flakyRoute))
 	e.eventually(ctx, time.Minute, "the flaky route is accepted", func() error { return e.routeAccepted(ctx, "demo", "flaky") })
 	retried := e.load(ctx, lt, "flaky-retried", map[string]any{"kind": "http", "url": "http://flaky.demo.svc.cluster.local/", "requests": 100, "rate": 10, "concurrency": 2})
-	// Without retries about half fail; with them the 500s mostly go (the
-	// breaker may still hold the lone endpoint out for a moment: 503s).
+	// Without retries about half fail; with them (4 attempts) about 6 % do.
+	// The breaker may eject the lone endpoint after 7 failures in a row, but
+	// the balancer then still uses it (panic) rather than answering 503s.
 	if b, r := 100-baseline["200"], 100-retried["200"]; b < 25 || 3*r > 2*b || retried["500"]*3 > baseline["500"] {
 		t.Errorf("failures without retries %d, with retries %d: want the route's retries to remove most 500s (codes %v vs %v)", b, r, baseline, retried)
 	}
