@@ -3,11 +3,13 @@ package kubernetes
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"reflect"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/sluicehq/sluice/mesh/api/routetable"
 )
@@ -196,4 +198,78 @@ func TestPodAddressFollowsPod(t *testing.T) {
 		id, ok := identityAt()
 		return !ok, fmt.Sprintf("identity %q, found %v", id, ok)
 	})
+}
+
+func TestPodIPIndex(t *testing.T) {
+	pod := func(mutate func(*corev1.Pod)) *corev1.Pod {
+		p := &corev1.Pod{Status: corev1.PodStatus{
+			Phase: corev1.PodRunning, PodIP: "10.1.0.1",
+			PodIPs: []corev1.PodIP{{IP: "10.1.0.1"}, {IP: "fd00::1"}, {IP: "bogus"}},
+		}}
+		if mutate != nil {
+			mutate(p)
+		}
+		return p
+	}
+	tests := []struct {
+		name string
+		pod  any
+		want []string
+	}{
+		{"dual stack", pod(nil), []string{"10.1.0.1", "fd00::1"}},
+		{"pending with an IP", pod(func(p *corev1.Pod) { p.Status.Phase = corev1.PodPending }), []string{"10.1.0.1", "fd00::1"}},
+		{"no IP yet", pod(func(p *corev1.Pod) { p.Status.PodIP, p.Status.PodIPs = "", nil }), nil},
+		{"host network", pod(func(p *corev1.Pod) { p.Spec.HostNetwork = true }), nil},
+		{"succeeded", pod(func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }), nil},
+		{"failed", pod(func(p *corev1.Pod) { p.Status.Phase = corev1.PodFailed }), nil},
+		{"not a pod", &corev1.Service{}, nil},
+	}
+	for _, tt := range tests {
+		got, err := podIPIndex(tt.pod)
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: podIPIndex = %q, %v; want %q", tt.name, got, err, tt.want)
+		}
+	}
+}
+
+func TestPodByIPPrefersTheLivePod(t *testing.T) {
+	at := func(sec int64) metav1.Time { return metav1.Unix(sec, 0) }
+	running := func(name string, created int64, deleting bool) *corev1.Pod {
+		p := decode[corev1.Pod](t, fmt.Sprintf(meshedPod, name, "", "10.1.0.1"))
+		p.CreationTimestamp = at(created)
+		if deleting {
+			p.DeletionTimestamp = ptr(at(created + 100))
+			p.Finalizers = []string{"test/keep"} // the fake keeps a pod being deleted only with one
+		}
+		return p
+	}
+	tests := []struct {
+		name string
+		pods []*corev1.Pod
+		want string
+	}{
+		{"the one not being deleted", []*corev1.Pod{running("old", 1, false), running("leaving", 2, true)}, "old"},
+		{"then the newer", []*corev1.Pod{running("old", 1, false), running("new", 2, false)}, "new"},
+		{"then by name", []*corev1.Pod{running("b", 1, false), running("a", 1, false)}, "a"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var objs []runtime.Object
+			for _, p := range tt.pods {
+				objs = append(objs, p)
+			}
+			fc := startFake(t, objs...)
+			want, other := tt.pods[0], tt.pods[1]
+			if want.Name != tt.want {
+				want, other = other, want
+			}
+			if !preferredPod(want, other) || preferredPod(other, want) {
+				t.Errorf("preferredPod does not prefer %s to %s, and only it", want.Name, other.Name)
+			}
+			p := fc.src.podByIP(netip.MustParseAddr("10.1.0.1"))
+			if p == nil || p.Name != tt.want {
+				t.Errorf("podByIP = %v, want %s", p, tt.want)
+			}
+		})
+	}
 }

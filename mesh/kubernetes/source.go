@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -439,11 +440,13 @@ func podIPIndex(obj any) ([]string, error) {
 		return nil, nil
 	}
 	var out []string
-	seen := map[string]bool{}
 	add := func(s string) {
-		if ip, err := netip.ParseAddr(s); err == nil && !seen[ip.Unmap().String()] {
-			seen[ip.Unmap().String()] = true
-			out = append(out, ip.Unmap().String())
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return
+		}
+		if a := ip.Unmap().String(); !slices.Contains(out, a) {
+			out = append(out, a)
 		}
 	}
 	add(pod.Status.PodIP)
