@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sluicehq/sluice/mesh/api/meshv1"
+	"github.com/sluicehq/sluice/mesh/api/routetable"
 	"github.com/sluicehq/sluice/mesh/destination"
 	meshidentity "github.com/sluicehq/sluice/mesh/identity"
 	"github.com/sluicehq/sluice/mesh/localstore"
@@ -158,6 +159,84 @@ func TestPodAddressOverMutualTLS(t *testing.T) {
 				t.Errorf("request_total%v grew by %v, want 1", tt.series, got)
 			}
 		})
+	}
+}
+
+// TestOpaquePodAddressOverMutualTLS: a pod address whose port the pod
+// forwards opaquely is an opaque service; a connection to it is tunnelled
+// over mutual TLS with the pod's identity, as the outbound listener's
+// opaque path does.
+func TestOpaquePodAddressOverMutualTLS(t *testing.T) {
+	const (
+		clientID = "web.shop.serviceaccount.identity.sluice.cluster.local"
+		serverID = "cache.shop.serviceaccount.identity.sluice.cluster.local"
+	)
+	cp := startTestControlPlane(t)
+	server := startProxy(t, &config.Config{
+		Admin:        "127.0.0.1:0",
+		Inbound:      config.Inbound{Listen: "127.0.0.1:0", App: startEcho(t), DefaultPolicy: policy.AllAuthenticated},
+		Outbound:     config.Outbound{Listen: config.Off},
+		ControlPlane: cp.meshMember(t, serverID),
+	})
+	client := startProxy(t, &config.Config{
+		Admin:        "127.0.0.1:0",
+		Inbound:      config.Inbound{Listen: config.Off},
+		Outbound:     config.Outbound{Listen: config.Off},
+		ControlPlane: cp.meshMember(t, clientID),
+	})
+	for _, p := range []*Proxy{server, client} {
+		waitFor(t, func() bool { ok, _ := p.Ready(); return ok })
+	}
+	addr := netip.MustParseAddrPort(server.Addr("inbound"))
+	cp.store.SetReplica(localstore.Replica{
+		Namespace: "shop", Workload: "cache", Pod: "cache-0", Address: addr.String(), Identity: serverID, Ready: true,
+		Protocol: routetable.ProtocolOpaque,
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a failure guard
+	defer cancel()
+	client.mesh.discoverAddr(ctx, addr)
+	svc := client.outbound.d.LookupAddr(addr)
+	if svc == nil || svc.Spec.Protocol != routetable.ProtocolOpaque {
+		t.Fatalf("%s resolved to %v, want the pod's opaque service", addr, svc)
+	}
+	tlsOpened := map[string]string{"direction": "outbound", "tls": "true", "server_id": serverID}
+	before := counterValue(client, "tcp_open_total", tlsOpened)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		client.forwardOpaque(ctx, "outbound", c, svc, false, "")
+	}()
+	defer func() { <-served }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second)) // a failure guard
+	if _, err := fmt.Fprintf(c, "GET /echo HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("response through the opaque tunnel: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("through the opaque tunnel: %d %q, want 200 from the application", resp.StatusCode, resp.Header.Get("Sluice-Proxy-Error"))
+	}
+	if got := counterValue(client, "tcp_open_total", tlsOpened) - before; got != 1 {
+		t.Errorf("tcp_open_total%v grew by %v, want 1", tlsOpened, got)
 	}
 }
 
