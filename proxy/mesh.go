@@ -93,7 +93,11 @@ const (
 // discoverAddr makes sure the destination service was asked about an
 // address that outbound connections go to and no known service claims: the
 // first connection to it waits (at most addrDiscoveryTimeout) for the
-// answer, which is then in the outbound table; later ones do not wait.
+// answer, which is then in the outbound table; later ones do not wait. The
+// answer for a Service's virtual address is that Service; for a pod's
+// address it is a service of that pod alone, whose endpoint carries the
+// pod's identity when it is meshed (so the connection goes out over mutual
+// TLS); for any other address it is that no service has it.
 func (m *meshClient) discoverAddr(ctx context.Context, addr netip.AddrPort) {
 	target := addr.String()
 	now := time.Now()

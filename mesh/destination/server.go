@@ -35,8 +35,9 @@ import (
 type Source interface {
 	// Resolve maps what a proxy asked for (a key "name.ns:port", an authority
 	// "name.ns.svc.cluster.local:port" / "name.ns:port" / "name.ns.svc:port",
-	// or a virtual "ip:port") to a service key; ok is false if nothing
-	// matches.
+	// or an address "ip:port": a Service's virtual address, or a pod's, which
+	// resolves to the pod's own service of package podaddress) to a service
+	// key; ok is false if nothing matches.
 	Resolve(target string) (key string, ok bool)
 	// Service returns the compiled service port named by key (rules for
 	// clients in clientNamespace, addresses, protocol, and Endpoints filled),

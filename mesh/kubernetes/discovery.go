@@ -14,6 +14,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/sluicehq/sluice/mesh/api/routetable"
+	"github.com/sluicehq/sluice/mesh/podaddress"
 	"github.com/sluicehq/sluice/routing"
 )
 
@@ -21,7 +22,9 @@ import (
 // ("name.ns:port"), an authority ("name.ns.svc.<cluster-domain>:port",
 // "name.ns.svc:port", "name.ns:port", or without the port for port 80; a
 // trailing dot and letter case are ignored) or a virtual address
-// ("clusterIP:port"). ok is false when no routed Service port matches.
+// ("clusterIP:port"), or a pod address ("podIP:port", the key of package
+// podaddress; never for pods on the host's network). ok is false when no
+// routed Service port and no pod matches.
 func (s *Source) Resolve(target string) (key string, ok bool) {
 	t := strings.ToLower(strings.TrimSpace(target))
 	host, portStr, err := net.SplitHostPort(t)
@@ -40,7 +43,7 @@ func (s *Source) Resolve(target string) (key string, ok bool) {
 				return sp.Key(), true
 			}
 		}
-		return "", false
+		return s.resolvePodAddress(netip.AddrPortFrom(ip.Unmap(), uint16(port)))
 	}
 	host = strings.TrimSuffix(host, ".svc."+s.opts.ClusterDomain)
 	host = strings.TrimSuffix(host, ".svc")
@@ -64,8 +67,13 @@ func (s *Source) Resolve(target string) (key string, ok bool) {
 // (ordered by address) and the rules compiled from the HTTPRoutes attached to
 // it (producer routes, or the consumer routes of clientNamespace; see
 // routing.Compile), with backends a ReferenceGrant does not permit made
-// invalid. ok is false when no routed Service has that port.
+// invalid. For the key of a pod address it returns the pod's own service
+// (see podAddressService). ok is false when no routed Service has that port
+// (or no pod that address).
 func (s *Source) Service(key, clientNamespace string) (routetable.Service, bool) {
+	if addr, ns, ok := podaddress.ParseKey(key); ok {
+		return s.podAddressService(addr, ns)
+	}
 	name, ns, port, ok := parseKey(key)
 	if !ok {
 		return routetable.Service{}, false

@@ -36,6 +36,27 @@
 // annotation lists (no identity: the proxy does not see that traffic) or its
 // config.sluice.dev/opaque-ports annotation lists (hint opaque).
 //
+// # Pod addresses
+//
+// A proxy asks about an address it intercepted that no Service claims
+// ("ip:port"). When a pod holds that IP (not a cluster IP), the answer is
+// the pod alone, as Linkerd's destination service answers for pod IPs: a
+// service of its own (named as package podaddress says,
+// "10-1-0-5.shop.pod:8080") whose only virtual address and only endpoint
+// are the address asked about. The endpoint is labelled like the pod's
+// Service endpoints and carries, like them, the pod's mesh identity when
+// the pod is meshed and the port is not in its skip-inbound-ports: the
+// client proxy then connects over mutual TLS with that identity as the
+// server name; an unmeshed pod gets none, and is reached in plain text. A
+// port its opaque-ports annotation lists makes the service opaque. The
+// endpoint is ready while the pod holds the IP: a client that dials a pod
+// chose it, and Kubernetes does not gate such traffic on readiness. Pods on
+// the host's network share the node's IP and never answer for it, nor do
+// pods that have finished (their IP is free); of two pods with one IP, the
+// one not being deleted, then the newer, wins. The answer follows the pod:
+// once it is gone the address is unknown again (no endpoints), and the
+// next pod to hold the IP answers with its own identity.
+//
 // # Routes
 //
 // HTTPRoutes attach to Service ports as package routing defines (producer and

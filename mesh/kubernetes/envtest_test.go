@@ -62,6 +62,7 @@ func TestOnAPIServer(t *testing.T) {
 	s := &apiServer{kube: kube, gw: gw, c: c, src: src}
 
 	t.Run("Discovery", s.testDiscovery)
+	t.Run("PodAddresses", s.testPodAddresses)
 	t.Run("RouteStatus", s.testRouteStatus)
 	t.Run("Policy", s.testPolicy)
 	t.Run("TokenReview", s.testTokenReview)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +70,9 @@ const (
 	// indexParent indexes HTTPRoutes by the "namespace/name" of every
 	// Service their parentRefs name.
 	indexParent = "parentService"
+	// indexPodIP indexes Pods by their IPs, but for pods on the host's
+	// network (whose IP is the node's) and pods that have finished.
+	indexPodIP = "podIP"
 )
 
 // Source is the Kubernetes discovery and policy source: informers on
@@ -153,6 +158,7 @@ func NewSource(kube clientset.Interface, gw gatewayclient.Interface, dyn dynamic
 		s.services.AddIndexers(cache.Indexers{indexClusterIP: clusterIPIndex}),
 		s.endpointSlices.AddIndexers(cache.Indexers{indexService: sliceServiceIndex}),
 		s.routes.AddIndexers(cache.Indexers{indexParent: routeParentIndex}),
+		s.pods.AddIndexers(cache.Indexers{indexPodIP: podIPIndex}),
 	)
 	watch := func(name string, inf cache.SharedIndexInformer, relevant func(old, cur any) bool) {
 		_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -328,7 +334,8 @@ func trimObject(obj any) (any, error) {
 }
 
 // trimPod keeps of a Pod what endpoints and policy need: metadata, the
-// service account, container names and ports, and its IPs.
+// service account, container names and ports, whether it is on the host's
+// network, its phase and its IPs.
 func trimPod(pod *corev1.Pod) {
 	trim := func(cs []corev1.Container) []corev1.Container {
 		out := make([]corev1.Container, len(cs))
@@ -339,6 +346,7 @@ func trimPod(pod *corev1.Pod) {
 	}
 	pod.Spec = corev1.PodSpec{
 		ServiceAccountName: pod.Spec.ServiceAccountName,
+		HostNetwork:        pod.Spec.HostNetwork,
 		Containers:         trim(pod.Spec.Containers),
 		InitContainers:     trim(pod.Spec.InitContainers),
 	}
@@ -424,6 +432,34 @@ func sliceServiceIndex(obj any) ([]string, error) {
 		return nil, nil
 	}
 	return []string{es.Namespace + "/" + name}, nil
+}
+
+func podIPIndex(obj any) ([]string, error) {
+	pod, ok := obj.(*corev1.Pod)
+	if !ok || pod.Spec.HostNetwork || podFinished(pod) {
+		return nil, nil
+	}
+	var out []string
+	add := func(s string) {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return
+		}
+		if a := ip.Unmap().String(); !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	add(pod.Status.PodIP)
+	for _, ip := range pod.Status.PodIPs {
+		add(ip.IP)
+	}
+	return out, nil
+}
+
+// podFinished reports whether all of a pod's containers have terminated for
+// good: its IP is free to be given to another pod.
+func podFinished(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 }
 
 func routeParentIndex(obj any) ([]string, error) {

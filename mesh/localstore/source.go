@@ -7,11 +7,13 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/sluicehq/sluice/mesh/api/routetable"
+	"github.com/sluicehq/sluice/mesh/podaddress"
 	"github.com/sluicehq/sluice/routing"
 )
 
@@ -19,7 +21,9 @@ import (
 // ("name.ns:port"), an authority ("name.ns.svc.cluster.local:port",
 // "name.ns.svc:port", "name.ns:port", or without the port for port 80; a
 // trailing dot and letter case are ignored) or a virtual address
-// ("clusterIP:port"). ok is false when no service port matches.
+// ("clusterIP:port"), or a replica's address ("ip:port", exactly as the
+// replica has it; the key of package podaddress). ok is false when no
+// service port and no replica matches.
 func (s *Store) Resolve(target string) (key string, ok bool) {
 	s.mu.RLock()
 	idx := s.resolves
@@ -34,11 +38,18 @@ func (s *Store) Resolve(target string) (key string, ok bool) {
 		return key, ok
 	}
 	host = strings.TrimSuffix(host, ".")
-	if ip, err := netip.ParseAddr(host); err == nil {
+	ip, err := netip.ParseAddr(host)
+	if err == nil {
 		host = ip.Unmap().String()
 	}
-	key, ok = idx[net.JoinHostPort(host, port)]
-	return key, ok
+	if key, ok = idx[net.JoinHostPort(host, port)]; ok || ip == (netip.Addr{}) {
+		return key, ok
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return "", false
+	}
+	return s.resolveReplicaAddress(netip.AddrPortFrom(ip.Unmap(), uint16(p)))
 }
 
 // Service returns the compiled service port named by key, as a client in
@@ -46,8 +57,12 @@ func (s *Store) Resolve(target string) (key string, ok bool) {
 // (the replicas its Service selects, ready or not, ordered by address) and
 // the rules compiled from the HTTPRoutes attached to it (producer routes, or
 // the consumer routes of clientNamespace; see routing.Compile). ok is false
-// when no Service has that port.
+// when no Service has that port. For the key of a replica's address it
+// returns the replica's own service (see package podaddress).
 func (s *Store) Service(key, clientNamespace string) (routetable.Service, bool) {
+	if addr, ns, ok := podaddress.ParseKey(key); ok {
+		return s.replicaAddressService(addr, ns)
+	}
 	s.mu.RLock()
 	ref, ok := s.byKey[key]
 	if !ok {

@@ -377,8 +377,9 @@ func meshProxyConfig(t *testing.T, p *meshedPod, cp *meshControlPlane, tokenFile
 }
 
 // meshSetup is the mesh test's node: the pod network, the control plane,
-// the meshed pods a (frontend) and b (backend), the unmeshed pod c, and two
-// echo servers of the test process on the host end.
+// the meshed pods a (frontend) and b (backend), the unmeshed pod c (a
+// legacy server the control plane knows without identity), and two echo
+// servers of the test process on the host end.
 type meshSetup struct {
 	net       *podNetwork
 	cp        *meshControlPlane
@@ -466,6 +467,15 @@ func startMesh(t *testing.T) *meshSetup {
 		})
 	}
 
+	// Pod c runs no proxy: the control plane knows it as a replica with no
+	// identity, as it knows an unmeshed pod.
+	m.cp.store.SetReplica(localstore.Replica{
+		Namespace: meshNamespace, Workload: "legacy", Pod: "legacy-" + m.c.name, Revision: "1",
+		Labels:  map[string]string{"app": "legacy"},
+		Address: net.JoinHostPort(m.c.ip, strconv.Itoa(appPort)),
+		Ready:   true,
+	})
+
 	// The applications know nothing of the proxy: they listen on every
 	// address, and the frontend calls the backend Service's cluster IP.
 	appArgs := func(name, version string, port int) []string {
@@ -477,6 +487,7 @@ func startMesh(t *testing.T) *meshSetup {
 	m.a.procs = append(m.a.procs,
 		m.a.start(t, dir, "a-app", []string{"POD_NAME=frontend-a", "BACKEND_SERVICE_HOST=" + m.clusterIP, "BACKEND_SERVICE_PORT=" + strconv.Itoa(appPort)},
 			appArgs("frontend", "a-v1", appPort)...))
+	m.c.procs = append(m.c.procs, m.c.start(t, dir, "c-app", []string{"POD_NAME=legacy-c"}, appArgs("legacy", "c-v1", appPort)...))
 
 	anchorsFile := filepath.Join(dir, "trust-anchors.pem")
 	if err := os.WriteFile(anchorsFile, m.cp.anchors, 0o644); err != nil {
@@ -528,6 +539,9 @@ func startMesh(t *testing.T) *meshSetup {
 	}
 	if status, body := m.b.get(t, fmt.Sprintf("http://127.0.0.1:%d/healthz", directPort), 1, readyWait, m.b.procs...); status != http.StatusOK {
 		t.Fatalf("pod b: the server on the port skipped inbound answered %d: %s", status, body)
+	}
+	if status, body := m.c.get(t, fmt.Sprintf("http://127.0.0.1:%d/healthz", appPort), 1, readyWait, m.c.procs...); status != http.StatusOK {
+		t.Fatalf("pod c: the application answered %d: %s", status, body)
 	}
 	return m
 }
@@ -625,9 +639,11 @@ func hostOf(addr string) string {
 // from a control plane on the host end of the pod network. The
 // applications call each other's plain addresses; the tests check from the
 // proxies' metrics and the applications' answers that the traffic went
-// through both proxies over mutual TLS, that the proxies' own traffic is not
-// intercepted, that skipped ports bypass the proxies and that a client
-// outside the mesh is refused by the backend's all-authenticated policy.
+// through both proxies over mutual TLS (to a Service's cluster IP and to a
+// bare pod address alike), that the proxies' own traffic is not
+// intercepted, that skipped ports bypass the proxies, that an unmeshed pod
+// is reached in plain text and that a client outside the mesh is refused by
+// the backend's all-authenticated policy.
 func TestMutualTLSInterception(t *testing.T) {
 	m := startMesh(t)
 	a, b, c := m.a, m.b, m.c
@@ -725,16 +741,53 @@ func TestMutualTLSInterception(t *testing.T) {
 		expectGrowth(t, before, want...)
 	})
 
-	t.Run("pod address no service claims leaves in plain text and is refused", func(t *testing.T) {
-		// Nothing maps a bare pod address to an identity (Linkerd's
-		// destination service resolves pod IPs; Sluice's does not yet), so
-		// pod a's proxy forwards the request as it is, and pod b's
-		// all-authenticated policy refuses it.
-		want := []growth{{plainOut, 1}, {mtlsOut, 0}, {denied, 1}, {allowed, 0}, {mtlsIn, 0}}
+	t.Run("meshed pod address no service claims goes over mutual TLS and is allowed", func(t *testing.T) {
+		// A client that dials a pod directly (a StatefulSet pod's DNS name,
+		// a headless Service's endpoint) names nothing but the address. Pod
+		// a's proxy asks the control plane about it, which answers with pod
+		// b and its identity, as Linkerd's destination service resolves pod
+		// IPs: the request goes over mutual TLS and pod b's
+		// all-authenticated policy lets it in.
+		want := []growth{{mtlsOut, 1}, {plainOut, 0}, {mtlsIn, 1}, {allowed, 1}, {denied, 0}}
 		before := measure(t, seriesOf(want))
 		r := a.request(t, helperRequest{url: b.url(appPort, "/echo"), count: 1})
-		if r.status != http.StatusForbidden || !strings.Contains(r.proxyError, "unauthorized") {
-			t.Errorf("GET %s from pod a: %d %q, want 403 with the reason in sluice-proxy-error", b.url(appPort, "/echo"), r.status, r.proxyError)
+		if r.status != http.StatusOK {
+			t.Fatalf("GET %s from pod a: %d %q %s, want 200 from the backend", b.url(appPort, "/echo"), r.status, r.proxyError, r.body)
+		}
+		var echo struct {
+			echoReply
+			Headers http.Header `json:"headers"`
+		}
+		decodeJSON(t, r.body, &echo)
+		if echo.Version != "b-v1" {
+			t.Errorf("answered by %q, want the backend b-v1", echo.Version)
+		}
+		if ids := echo.Headers.Values("Sluice-Client-Id"); !slices.Equal(ids, []string{a.identity}) {
+			t.Errorf("the backend got sluice-client-id %q, want pod a's verified identity %q", ids, a.identity)
+		}
+		expectGrowth(t, before, want...)
+	})
+
+	t.Run("unmeshed pod address leaves in plain text", func(t *testing.T) {
+		// Pod c runs no proxy: the control plane knows its address but
+		// gives it no identity, so pod a's proxy sends the request as it
+		// is, labelled with why, and pod c's application sees pod a.
+		plainToC := series{a.pod, "request_total", map[string]string{
+			"direction": "outbound", "tls": "no_identity", "no_tls_reason": "not_provided_by_service_discovery", "dst_pod": "legacy-" + c.name,
+		}}
+		want := []growth{{plainToC, 1}, {plainOut, 1}, {mtlsOut, 0}}
+		before := measure(t, seriesOf(want))
+		r := a.request(t, helperRequest{url: c.url(appPort, "/echo"), count: 1})
+		if r.status != http.StatusOK {
+			t.Fatalf("GET %s from pod a: %d %q %s, want 200 from pod c", c.url(appPort, "/echo"), r.status, r.proxyError, r.body)
+		}
+		var echo echoReply
+		decodeJSON(t, r.body, &echo)
+		if echo.Version != "c-v1" {
+			t.Errorf("answered by %q, want pod c's c-v1", echo.Version)
+		}
+		if host := hostOf(echo.Remote); host != a.ip {
+			t.Errorf("pod c saw client %s, want pod a's address %s", echo.Remote, a.ip)
 		}
 		expectGrowth(t, before, want...)
 	})
