@@ -112,4 +112,3 @@ func (i *Identity) WaitCertified(ctx context.Context, what string) error {
 		}
 	}
 }
-
