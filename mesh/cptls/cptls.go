@@ -101,4 +101,3 @@ func ClientIdentity(ctx context.Context) string {
 	}
 	return certs.PeerIdentity(ti.State)
 }
-
