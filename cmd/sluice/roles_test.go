@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -42,6 +43,7 @@ import (
 	"github.com/sluicehq/sluice/mesh/identity"
 	meshk8s "github.com/sluicehq/sluice/mesh/kubernetes"
 	"github.com/sluicehq/sluice/mesh/telemetry"
+	"github.com/sluicehq/sluice/proxy/controlplane"
 	"github.com/sluicehq/sluice/test/envtest"
 )
 
@@ -161,6 +163,24 @@ func poll(t *testing.T, what string, cond func() (bool, string)) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// dialTLS returns a gRPC client connection to the control-plane service at
+// addr, over TLS as a proxy makes it, closed when the test ends.
+func dialTLS(t *testing.T, service, addr, serverName string, roots *x509.CertPool, getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) *grpc.ClientConn {
+	t.Helper()
+	creds, err := controlplane.TransportCredentials(controlplane.TLSOptions{
+		Service: service, Address: addr, ServerName: serverName, Roots: roots, GetClientCertificate: getCert,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // dial returns a gRPC client connection to addr, closed when the test ends.
@@ -362,23 +382,8 @@ func (rc *roleCluster) testIdentity(t *testing.T) {
 	r := startRole(t, &o.roleOptions, func(ctx context.Context, logger *slog.Logger) error {
 		return runIdentity(ctx, o, logger)
 	})
-	conn := dial(t, r.addr)
-	idc := meshv1.NewIdentityClient(conn)
 	webID := identity.Name("web", ns, ctlNS, "cluster.local")
-
-	// Without the CA: not ready, and saying why, in /readyz, the logs and
-	// the answer to Certify.
-	poll(t, "the missing CA to be reported", func() (bool, string) {
-		code, body, err := r.get("/readyz")
-		return err == nil && code == http.StatusServiceUnavailable && strings.Contains(body, "sluice-identity-trust-roots") &&
-			strings.Contains(r.logs.String(), "cannot load the identity CA"), fmt.Sprintf("%d %q %v", code, body, err)
-	})
-	_, err := idc.Certify(ctx, &meshv1.CertifyRequest{Identity: webID, Token: []byte("t"), CertificateSigningRequest: csrFor(t, webID)})
-	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "not found") {
-		t.Errorf("Certify without a CA: %v; want Unavailable saying what is not found", err)
-	}
-
-	// The CA appears: ready.
+	serverID := identity.ControlPlaneName(identity.IdentityServiceAccount, ctlNS, "cluster.local")
 	caDir := t.TempDir()
 	ca, err := identity.LoadOrCreate(caDir, "", nil)
 	if err != nil {
@@ -391,6 +396,21 @@ func (rc *roleCluster) testIdentity(t *testing.T) {
 		}
 		return b
 	}
+
+	// Without the CA: not ready, and saying why, in /readyz and the logs;
+	// there is no certificate to serve TLS with yet.
+	poll(t, "the missing CA to be reported", func() (bool, string) {
+		code, body, err := r.get("/readyz")
+		return err == nil && code == http.StatusServiceUnavailable && strings.Contains(body, "sluice-identity-trust-roots") &&
+			strings.Contains(r.logs.String(), "cannot load the identity CA"), fmt.Sprintf("%d %q %v", code, body, err)
+	})
+	early := meshv1.NewIdentityClient(dialTLS(t, "identity", r.addr, serverID, ca.TrustAnchors(), nil))
+	_, err = early.Certify(ctx, &meshv1.CertifyRequest{Identity: webID, Token: []byte("t"), CertificateSigningRequest: csrFor(t, webID)})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("Certify without a CA: %v; want Unavailable", err)
+	}
+
+	// The CA appears: ready.
 	rc.create(t, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ctlNS, Name: meshk8s.DefaultTrustConfigMap},
 		Data:       map[string]string{meshk8s.TrustAnchorsKey: string(ca.TrustAnchorPEM())},
@@ -401,6 +421,19 @@ func (rc *roleCluster) testIdentity(t *testing.T) {
 		Data:       map[string][]byte{corev1.TLSCertKey: read(identity.IssuerFile), corev1.TLSPrivateKeyKey: read(identity.IssuerKeyFile)},
 	})
 	r.waitReady(t)
+	idc := meshv1.NewIdentityClient(dialTLS(t, "identity", r.addr, serverID, ca.TrustAnchors(), nil))
+
+	// Its TLS certificate names its own identity and chains to the anchors
+	// (dialTLS checks both); a client trusting other anchors is told so.
+	other, err := identity.LoadOrCreate(t.TempDir(), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger := meshv1.NewIdentityClient(dialTLS(t, "identity", r.addr, serverID, other.TrustAnchors(), nil))
+	_, err = stranger.Certify(ctx, &meshv1.CertifyRequest{Identity: webID, Token: []byte("t"), CertificateSigningRequest: csrFor(t, webID)})
+	if want := "the identity service's certificate at " + r.addr + " is not signed by the configured trust anchors (expected identity " + serverID; !strings.Contains(fmt.Sprint(err), want) {
+		t.Errorf("Certify trusting other anchors: %v; want an error saying %q", err, want)
+	}
 
 	for _, sa := range []string{"web", "api"} {
 		rc.create(t, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sa}})
