@@ -77,11 +77,23 @@ func TestRoles(t *testing.T) {
 type runningRole struct {
 	addr, admin string
 	logs        *controllerLogs
+	// stop stops the role and checks that it stopped cleanly; the test's
+	// cleanup calls it if the test did not.
+	stop func()
 }
 
 // startRole runs a role until the test ends (then checks that it stopped
-// cleanly) and returns its addresses once it listens.
+// cleanly and leaked no goroutine) and returns its addresses once it
+// listens.
 func startRole(t *testing.T, o *roleOptions, run func(ctx context.Context, logger *slog.Logger) error) *runningRole {
+	t.Helper()
+	return startRoleChecked(t, o, run, true)
+}
+
+// startRoleChecked is startRole, checking for leaked goroutines only if
+// checkLeaks (a role that must stop before another's leak check, whose
+// goroutines started after that other role's, is checked by its own test).
+func startRoleChecked(t *testing.T, o *roleOptions, run func(ctx context.Context, logger *slog.Logger) error, checkLeaks bool) *runningRole {
 	t.Helper()
 	r := &runningRole{logs: &controllerLogs{}}
 	logger, err := roleLogger("test", "debug", r.logs)
@@ -98,23 +110,29 @@ func startRole(t *testing.T, o *roleOptions, run func(ctx context.Context, logge
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, logger) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("the role ended with %v", err)
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("the role ended with %v", err)
+				}
+			case <-time.After(roleWait):
+				t.Errorf("the role did not stop within %s of its context's end", roleWait)
 			}
-		case <-time.After(roleWait):
-			t.Errorf("the role did not stop within %s of its context's end", roleWait)
-		}
-		// Everything the role started has stopped.
-		http.DefaultClient.CloseIdleConnections()
-		goleak.VerifyNone(t, before)
-		if t.Failed() {
-			t.Logf("role logs:\n%s", r.logs.String())
-		}
-	})
+			// Everything the role started has stopped.
+			http.DefaultClient.CloseIdleConnections()
+			if checkLeaks {
+				goleak.VerifyNone(t, before)
+			}
+			if t.Failed() {
+				t.Logf("role logs:\n%s", r.logs.String())
+			}
+		})
+	}
+	t.Cleanup(r.stop)
 	select {
 	case <-listening:
 	case err := <-done:
@@ -263,19 +281,96 @@ func (rc *roleCluster) testDestination(t *testing.T) {
 		},
 	})
 
+	// The identity service of the control-plane namespace, still without
+	// its CA; the destination service's token and the trust anchors, as
+	// the chart mounts them.
+	const ctlNS, trustDomain = "sluice", "example.org"
+	rc.create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ctlNS}})
+	rc.create(t, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ctlNS, Name: identity.DestinationServiceAccount}})
+	idOpts := &identityOptions{
+		roleOptions:           roleOptions{kubeconfig: rc.kubeconfig, logLevel: "debug"},
+		addr:                  "127.0.0.1:0",
+		controllerNamespace:   ctlNS,
+		trustDomain:           trustDomain,
+		issuerSecret:          meshk8s.DefaultIssuerSecret,
+		trustAnchorsConfigMap: meshk8s.DefaultTrustConfigMap,
+		tokenAudience:         meshk8s.DefaultTokenAudience,
+	}
+	idRole := startRoleChecked(t, &idOpts.roleOptions, func(ctx context.Context, logger *slog.Logger) error {
+		return runIdentity(ctx, idOpts, logger)
+	}, false)
+	caDir := t.TempDir()
+	ca, err := identity.LoadOrCreate(caDir, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := t.TempDir()
+	anchorsFile, tokenFile := filepath.Join(files, "ca.crt"), filepath.Join(files, "token")
+	if err := os.WriteFile(anchorsFile, ca.TrustAnchorPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := rc.kube.CoreV1().ServiceAccounts(ctlNS).CreateToken(ctx, identity.DestinationServiceAccount, &authnv1.TokenRequest{
+		Spec: authnv1.TokenRequestSpec{Audiences: []string{meshk8s.DefaultTokenAudience}, ExpirationSeconds: new(int64(3600))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, []byte(tr.Status.Token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	o := &destinationOptions{
 		roleOptions:          roleOptions{kubeconfig: rc.kubeconfig, logLevel: "debug"},
 		addr:                 "127.0.0.1:0",
-		controllerNamespace:  "sluice",
+		controllerNamespace:  ctlNS,
 		clusterDomain:        "cluster.local",
-		trustDomain:          "example.org",
+		trustDomain:          trustDomain,
 		defaultInboundPolicy: "all-authenticated",
+		identityAddr:         idRole.addr,
+		identityTokenFile:    tokenFile,
+		trustAnchorsFile:     anchorsFile,
 	}
 	r := startRole(t, &o.roleOptions, func(ctx context.Context, logger *slog.Logger) error {
 		return runDestination(ctx, o, logger)
 	})
+	dstID := identity.ControlPlaneName(identity.DestinationServiceAccount, ctlNS, trustDomain)
+
+	// Without its certificate the destination service is not ready, and
+	// says why.
+	poll(t, "/readyz to wait for the certificate", func() (bool, string) {
+		code, body, err := r.get("/readyz")
+		return err == nil && code == http.StatusServiceUnavailable &&
+			strings.Contains(body, "no TLS certificate for "+dstID+" from the identity service at "+idRole.addr), fmt.Sprintf("%d %q %v", code, body, err)
+	})
+
+	// Identity gets its CA; destination gets its certificate and is ready.
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(caDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	rc.create(t, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ctlNS, Name: meshk8s.DefaultTrustConfigMap},
+		Data:       map[string]string{meshk8s.TrustAnchorsKey: string(ca.TrustAnchorPEM())},
+	})
+	rc.create(t, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ctlNS, Name: meshk8s.DefaultIssuerSecret},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: read(identity.IssuerFile), corev1.TLSPrivateKeyKey: read(identity.IssuerKeyFile)},
+	})
 	r.waitReady(t)
-	conn := dial(t, r.addr)
+
+	// A meshed proxy's certificate; the destination service's is checked
+	// against the anchors and its name by dialTLS.
+	proxyCert, err := identity.NewSelfCertificate(ca, identity.Name("web", ns, ctlNS, trustDomain), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dialTLS(t, "destination", r.addr, dstID, ca.TrustAnchors(), func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		return proxyCert.Current()
+	})
 
 	// The endpoints of web:80, with the pod's mesh identity.
 	sctx, cancel := context.WithTimeout(ctx, roleWait)
@@ -362,6 +457,19 @@ func (rc *roleCluster) testDestination(t *testing.T) {
 			t.Errorf("/metrics has no %q", want)
 		}
 	}
+
+	// A client without a mesh certificate gets nothing.
+	anon := dialTLS(t, "destination", r.addr, dstID, ca.TrustAnchors(), nil)
+	anonStream, err := meshv1.NewDestinationClient(anon).GetEndpoints(ctx, &meshv1.GetDestination{Service: "web.dst.svc.cluster.local:80"})
+	if err == nil {
+		_, err = anonStream.Recv()
+	}
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "requires mutual TLS") {
+		t.Errorf("GetEndpoints without a client certificate: %v; want Unauthenticated, mutual TLS required", err)
+	}
+	// Identity started goroutines after destination did: stop it before
+	// destination's leak check.
+	idRole.stop()
 }
 
 func (rc *roleCluster) testIdentity(t *testing.T) {
