@@ -76,8 +76,8 @@ func verifyServer(o TLSOptions, peer []*x509.Certificate) error {
 			o.Service, o.Address, o.ServerName, err)
 	}
 	if !slices.Contains(peer[0].DNSNames, o.ServerName) {
-		return fmt.Errorf("the %s service at %s presented identity %q, expected %s (check controlPlane's %sName)",
-			o.Service, o.Address, peer[0].DNSNames, o.ServerName, o.Service)
+		return fmt.Errorf("the %s service at %s presented identity %q, expected %s",
+			o.Service, o.Address, peer[0].DNSNames, o.ServerName)
 	}
 	return nil
 }
