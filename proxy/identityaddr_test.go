@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sluicehq/sluice/mesh/api/meshv1"
+	"github.com/sluicehq/sluice/mesh/cptls"
+	"github.com/sluicehq/sluice/mesh/identity"
 	"github.com/sluicehq/sluice/proxy/config"
 )
 
@@ -31,15 +33,20 @@ func (r *recordingIdentity) Certify(_ context.Context, req *meshv1.CertifyReques
 	return nil, status.Error(codes.Unavailable, "test: not issuing")
 }
 
-// startIdentityAPI serves a recordingIdentity on a new loopback port.
-func startIdentityAPI(t *testing.T) (string, *recordingIdentity) {
+// startIdentityAPI serves a recordingIdentity on a new loopback port, over
+// TLS with a certificate for name from ca.
+func startIdentityAPI(t *testing.T, ca *identity.CA, name string) (string, *recordingIdentity) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	self, err := identity.NewSelfCertificate(ca, name, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := &recordingIdentity{asked: make(chan string, 1)}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(cptls.ServerOptions(ca.TrustAnchors(), self.GetCertificate)...)
 	meshv1.RegisterIdentityServer(srv, r)
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(srv.Stop)
@@ -48,12 +55,18 @@ func startIdentityAPI(t *testing.T) (string, *recordingIdentity) {
 
 // TestIdentityAddress: the proxy asks for its certificate at
 // controlPlane.identityAddress when it is set, and at controlPlane.address
-// when it is not.
+// when it is not, over TLS verified against the trust anchors and
+// identityName (destinationName when identityName is empty).
 func TestIdentityAddress(t *testing.T) {
 	const id = "web.shop.serviceaccount.identity.sluice.cluster.local"
 	dir := t.TempDir()
+	ca, err := identity.LoadOrCreate(filepath.Join(dir, "ca"), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const dstName, idName = "cp.test", "identity.test"
 	anchors := filepath.Join(dir, "anchors.pem")
-	if err := os.WriteFile(anchors, testAnchorPEM(t), 0o600); err != nil {
+	if err := os.WriteFile(anchors, ca.TrustAnchorPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	token := filepath.Join(dir, "token")
@@ -69,12 +82,12 @@ func TestIdentityAddress(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			mainAddr, atMain := startIdentityAPI(t)
-			cp := &config.ControlPlane{Address: mainAddr, Identity: id, TokenFile: token, TrustAnchors: anchors}
+			mainAddr, atMain := startIdentityAPI(t, ca, dstName)
+			cp := &config.ControlPlane{Address: mainAddr, Identity: id, TokenFile: token, TrustAnchors: anchors, DestinationName: dstName}
 			want, other := atMain, (*recordingIdentity)(nil)
 			if tt.separate {
-				idAddr, atID := startIdentityAPI(t)
-				cp.IdentityAddress = idAddr
+				idAddr, atID := startIdentityAPI(t, ca, idName)
+				cp.IdentityAddress, cp.IdentityName = idAddr, idName
 				want, other = atID, atMain
 			}
 			startProxy(t, &config.Config{

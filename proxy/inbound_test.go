@@ -190,10 +190,11 @@ func TestMeshModeNotReadyUntilCertified(t *testing.T) {
 		Inbound:  config.Inbound{Listen: config.Off},
 		Outbound: config.Outbound{Listen: config.Off},
 		ControlPlane: &config.ControlPlane{
-			Address:      unreachable,
-			Identity:     "web.shop.serviceaccount.identity.sluice.cluster.local",
-			TokenFile:    filepath.Join(dir, "token"),
-			TrustAnchors: filepath.Join(dir, "anchors.pem"),
+			Address:         unreachable,
+			DestinationName: "sluice-destination.sluice.serviceaccount.identity.sluice.cluster.local",
+			Identity:        "web.shop.serviceaccount.identity.sluice.cluster.local",
+			TokenFile:       filepath.Join(dir, "token"),
+			TrustAnchors:    filepath.Join(dir, "anchors.pem"),
 		},
 	}
 	cfg.ApplyDefaults()

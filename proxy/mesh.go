@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sluicehq/sluice/mesh/api/certs"
 	"github.com/sluicehq/sluice/mesh/api/routetable"
@@ -142,21 +141,45 @@ func newMeshClient(p *Proxy, cfg *config.Config) (*meshClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("controlPlane.trustAnchors: %w", err)
 	}
-	conn, err := grpc.NewClient(cp.Address,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+	roots, err := certs.ParseRoots(anchors)
+	if err != nil {
+		return nil, fmt.Errorf("controlPlane.trustAnchors %s: %w", cp.TrustAnchors, err)
+	}
+	// Identity answers clients without a certificate (how a proxy gets its
+	// first one), over a connection of its own even at the same address:
+	// the destination connection presents the proxy's certificate, which
+	// the destination service requires.
+	idCreds, err := controlplane.TransportCredentials(controlplane.TLSOptions{
+		Service: "identity", Address: cp.IdentityAddr(), ServerName: cp.IdentityServerName(), Roots: roots,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("controlPlane: %w", err)
+	}
+	idConn, err := grpc.NewClient(cp.IdentityAddr(),
+		grpc.WithTransportCredentials(idCreds),
 		grpc.WithConnectParams(controlplane.ConnectParams()))
 	if err != nil {
-		return nil, fmt.Errorf("controlPlane.address %s: %w", cp.Address, err)
+		return nil, fmt.Errorf("controlPlane.identityAddress %s: %w", cp.IdentityAddr(), err)
 	}
-	idConn := conn
-	if addr := cp.IdentityAddr(); addr != cp.Address {
-		idConn, err = grpc.NewClient(addr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithConnectParams(controlplane.ConnectParams()))
-		if err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("controlPlane.identityAddress %s: %w", addr, err)
-		}
+	// The destination connection's credentials need the Identity for the
+	// client certificate; the Identity is made below, before any dial.
+	var ident atomic.Pointer[controlplane.Identity]
+	dstCreds, err := controlplane.TransportCredentials(controlplane.TLSOptions{
+		Service: "destination", Address: cp.Address, ServerName: cp.DestinationName, Roots: roots,
+		GetClientCertificate: func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return ident.Load().GetClientCertificate(cri)
+		},
+	})
+	if err != nil {
+		idConn.Close()
+		return nil, fmt.Errorf("controlPlane: %w", err)
+	}
+	conn, err := grpc.NewClient(cp.Address,
+		grpc.WithTransportCredentials(dstCreds),
+		grpc.WithConnectParams(controlplane.ConnectParams()))
+	if err != nil {
+		idConn.Close()
+		return nil, fmt.Errorf("controlPlane.address %s: %w", cp.Address, err)
 	}
 	m := &meshClient{
 		p:       p,
@@ -169,9 +192,7 @@ func newMeshClient(p *Proxy, cfg *config.Config) (*meshClient, error) {
 		certExpiry: p.registry.Gauge("identity_cert_expiration_timestamp_seconds",
 			"When the proxy's current certificate expires, in seconds since the epoch.", nil),
 	}
-	if idConn != conn {
-		m.idConn = idConn
-	}
+	m.idConn = idConn
 	m.identity, err = controlplane.NewIdentity(controlplane.IdentityOptions{
 		Conn: idConn,
 		Name: cp.Identity,
@@ -189,6 +210,7 @@ func newMeshClient(p *Proxy, cfg *config.Config) (*meshClient, error) {
 		m.closeConns()
 		return nil, fmt.Errorf("controlPlane: %w", err)
 	}
+	ident.Store(m.identity)
 	m.serverTLS = certs.ServerConfig(m.identity.Roots(), m.identity.GetCertificate)
 	m.serverTLS.NextProtos = []string{ALPNHTTP2, ALPNHTTP1, ALPNOpaque}
 	m.discovery = controlplane.NewDiscovery(controlplane.DiscoveryOptions{
@@ -221,9 +243,14 @@ func newMeshClient(p *Proxy, cfg *config.Config) (*meshClient, error) {
 func (m *meshClient) run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = m.identity.Run(ctx) })
-	wg.Go(func() { _ = m.discovery.Run(ctx) })
+	// The destination service requires the proxy's certificate (mutual
+	// TLS): discovery and policy start once there is one.
+	certified := m.identity.WaitCertified(ctx, "discovery and inbound policy") == nil
+	if certified {
+		wg.Go(func() { _ = m.discovery.Run(ctx) })
+	}
 	wg.Go(func() {
-		if m.discovery.WaitSynced(ctx) != nil {
+		if !certified || m.discovery.WaitSynced(ctx) != nil {
 			return
 		}
 		// The publisher hands tables over a moment later: install the synced
@@ -232,7 +259,7 @@ func (m *meshClient) run(ctx context.Context) {
 		m.synced.Store(true)
 		m.log.Info("discovery synced")
 	})
-	if m.policy != nil {
+	if m.policy != nil && certified {
 		wg.Go(func() { _ = m.policy.Run(ctx) })
 	}
 	m.watchMu.Lock()

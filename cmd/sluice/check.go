@@ -5,16 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sluicehq/sluice/local/up"
+	"github.com/sluicehq/sluice/mesh/api/certs"
 	"github.com/sluicehq/sluice/mesh/telemetry"
+	"github.com/sluicehq/sluice/proxy/controlplane"
 )
 
 type checkOptions struct {
@@ -165,7 +167,7 @@ func runChecks(ctx context.Context, stateDir string) []checkResult {
 		return []checkResult{{Name: "can reach the running sluice up", Hints: []string{err.Error()}}}
 	}
 	out = append(out, checkResult{Name: "can reach the running sluice up", OK: true, Detail: fmt.Sprintf("%s, pid %d", st.API, st.PID)})
-	out = append(out, checkControlPlane(ctx, st.ControlPlane))
+	out = append(out, checkControlPlane(ctx, st))
 	out = append(out, checkIdentity(ctx, client))
 	sums, err := client.Telemetry().Workloads(ctx, time.Minute)
 	out = append(out, checkReplicas(st)...)
@@ -173,9 +175,30 @@ func runChecks(ctx context.Context, stateDir string) []checkResult {
 	return out
 }
 
-func checkControlPlane(ctx context.Context, addr string) checkResult {
+// checkControlPlane checks that the control plane answers gRPC health
+// checks over TLS, with a certificate for its mesh identity that chains to
+// the trust anchors, as a proxy checks it.
+func checkControlPlane(ctx context.Context, st *up.Status) checkResult {
+	addr := st.ControlPlane
 	r := checkResult{Name: "control plane is reachable", Detail: addr}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	anchors, err := os.ReadFile(st.TrustAnchors)
+	if err != nil {
+		r.Hints = []string{fmt.Sprintf("reading the trust anchors: %v", err)}
+		return r
+	}
+	roots, err := certs.ParseRoots(anchors)
+	if err != nil {
+		r.Hints = []string{fmt.Sprintf("the trust anchors %s: %v", st.TrustAnchors, err)}
+		return r
+	}
+	creds, err := controlplane.TransportCredentials(controlplane.TLSOptions{
+		Service: "control plane", Address: addr, ServerName: st.ControlPlaneName, Roots: roots,
+	})
+	if err != nil {
+		r.Hints = []string{err.Error()}
+		return r
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		r.Hints = []string{err.Error()}
 		return r

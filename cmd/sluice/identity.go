@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -19,6 +21,7 @@ import (
 	clientset "k8s.io/client-go/kubernetes"
 
 	"github.com/sluicehq/sluice/mesh/api/meshv1"
+	"github.com/sluicehq/sluice/mesh/cptls"
 	"github.com/sluicehq/sluice/mesh/identity"
 	meshk8s "github.com/sluicehq/sluice/mesh/kubernetes"
 )
@@ -53,8 +56,12 @@ identity <sa>.<ns>.serviceaccount.identity.<controller-namespace>.<trust-domain>
 of that service account, signed by the issuer in the Secret --issuer-secret
 (tls.crt, tls.key; reloaded when it changes) and chaining to the trust anchors
 of the ConfigMap --trust-anchors-configmap (ca.crt), both in
---controller-namespace. gRPC on --addr; /healthz, /readyz (the CA is loaded)
-and /metrics on --admin-addr.`,
+--controller-namespace. gRPC over TLS on --addr, with a certificate the
+service issues itself for its own identity
+sluice-identity.<controller-namespace>.serviceaccount.identity.<controller-namespace>.<trust-domain>
+(renewed at 70 % of its lifetime and when the issuer changes), which proxies
+verify against the trust anchors. /healthz, /readyz (the CA is loaded and its
+issuer valid) and /metrics on --admin-addr.`,
 		Example: `  sluice identity --controller-namespace sluice --trust-domain cluster.local`,
 		Args:    cobra.NoArgs,
 	}
@@ -107,8 +114,16 @@ func runIdentity(ctx context.Context, o *identityOptions, logger *slog.Logger) e
 		TrustDomain:      o.trustDomain,
 	}
 
+	svc.name = identity.ControlPlaneName(identity.IdentityServiceAccount, o.controllerNamespace, o.trustDomain)
+
 	reg := newRoleRegistry()
-	srv := grpc.NewServer(newGRPCMetrics(reg).serverOptions()...)
+	// TLS with a certificate identity issues itself for its own service
+	// account; proxies check it against their trust anchors and this name.
+	// Clients need no certificate: Certify is how they get their first.
+	tlsCfg := cptls.ServerTLSConfig(nil, svc.getCertificate)
+	tlsCfg.ClientAuth = tls.NoClientCert
+	creds := credentials.NewTLS(tlsCfg)
+	srv := grpc.NewServer(append(newGRPCMetrics(reg).serverOptions(), grpc.Creds(creds))...)
 	meshv1.RegisterIdentityServer(srv, svc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
@@ -127,7 +142,9 @@ func runIdentity(ctx context.Context, o *identityOptions, logger *slog.Logger) e
 			if ca == nil {
 				return nil // ctx done
 			}
-			svc.set(ca, identity.NewServer(ca, auth, 0))
+			if err := svc.set(ca, identity.NewServer(ca, auth, 0)); err != nil {
+				return fmt.Errorf("identity: %w", err)
+			}
 			hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 			logger.InfoContext(ctx, "identity CA loaded; certifying", "issuer", ca.Issuer().Subject.String(),
 				"issuerNotAfter", ca.Issuer().NotAfter)
@@ -144,7 +161,7 @@ func runIdentity(ctx context.Context, o *identityOptions, logger *slog.Logger) e
 	}
 	logger.InfoContext(ctx, "starting the identity service", "apiserver", cfg.Host,
 		"controllerNamespace", o.controllerNamespace, "trustDomain", o.trustDomain,
-		"issuerSecret", o.issuerSecret, "trustAnchorsConfigMap", o.trustAnchorsConfigMap)
+		"issuerSecret", o.issuerSecret, "trustAnchorsConfigMap", o.trustAnchorsConfigMap, "serverIdentity", svc.name)
 	return r.serve(ctx)
 }
 
@@ -183,18 +200,39 @@ type pendingIdentity struct {
 	meshv1.UnimplementedIdentityServer
 
 	srv atomic.Pointer[identity.Server]
+	// name is the identity of the service's own TLS certificate.
+	name string
 
-	mu  sync.Mutex
-	why error
-	ca  *identity.CA
+	mu   sync.Mutex
+	why  error
+	ca   *identity.CA
+	self *identity.SelfCertificate // issued from ca for name
 }
 
 // set makes srv, which issues from ca, answer from now on.
-func (p *pendingIdentity) set(ca *identity.CA, srv *identity.Server) {
+func (p *pendingIdentity) set(ca *identity.CA, srv *identity.Server) error {
+	self, err := identity.NewSelfCertificate(ca, p.name, 0)
+	if err != nil {
+		return err
+	}
 	p.mu.Lock()
 	p.ca = ca
+	p.self = self
 	p.mu.Unlock()
 	p.srv.Store(srv)
+	return nil
+}
+
+// getCertificate serves the identity service's own certificate once the CA
+// is loaded (tls.Config.GetCertificate).
+func (p *pendingIdentity) getCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	p.mu.Lock()
+	self, why := p.self, p.why
+	p.mu.Unlock()
+	if self == nil {
+		return nil, fmt.Errorf("no certificate for %s yet: identity CA: %v", p.name, why)
+	}
+	return self.GetCertificate(hello)
 }
 
 // setNotReady records why there is no server yet.
@@ -216,6 +254,9 @@ func (p *pendingIdentity) ready() error {
 	if now := time.Now(); now.Before(iss.NotBefore) || now.After(iss.NotAfter) {
 		return fmt.Errorf("identity CA: the issuer %q is valid from %s to %s, not now: rotate the Secret",
 			iss.Subject.CommonName, iss.NotBefore.Format(time.RFC3339), iss.NotAfter.Format(time.RFC3339))
+	}
+	if err := p.self.Ready(); err != nil {
+		return fmt.Errorf("identity's own TLS certificate: %w", err)
 	}
 	return nil
 }

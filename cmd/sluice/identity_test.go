@@ -16,7 +16,8 @@ import (
 
 // TestPendingIdentity: the identity role is ready once its CA is loaded,
 // and as long as the issuer is valid; until the CA is loaded Certify
-// answers Unavailable with the reason.
+// answers Unavailable with the reason, and there is no TLS certificate to
+// serve. Once loaded, it serves one for its own identity.
 func TestPendingIdentity(t *testing.T) {
 	longAgo := func() time.Time { return time.Now().Add(-2 * identity.IssuerLifetime) }
 	tests := []struct {
@@ -30,14 +31,16 @@ func TestPendingIdentity(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := &pendingIdentity{}
+			p := &pendingIdentity{name: identity.ControlPlaneName(identity.IdentityServiceAccount, "", "")}
 			p.setNotReady(errors.New(`configmaps "x" not found`))
 			if tt.issuedAt != nil {
 				ca, err := identity.LoadOrCreate(t.TempDir(), "", tt.issuedAt)
 				if err != nil {
 					t.Fatal(err)
 				}
-				p.set(ca, identity.NewServer(ca, &identity.StaticTokens{}, 0))
+				if err := p.set(ca, identity.NewServer(ca, &identity.StaticTokens{}, 0)); err != nil {
+					t.Fatal(err)
+				}
 			}
 			err := p.ready()
 			switch {
@@ -45,6 +48,13 @@ func TestPendingIdentity(t *testing.T) {
 				t.Errorf("ready() = %v, want ready", err)
 			case tt.wantReady != "" && (err == nil || !strings.Contains(err.Error(), tt.wantReady)):
 				t.Errorf("ready() = %v, want an error saying %q", err, tt.wantReady)
+			}
+			cert, certErr := p.getCertificate(nil)
+			switch {
+			case tt.wantReady == "" && (certErr != nil || cert.Leaf.DNSNames[0] != p.name):
+				t.Errorf("getCertificate() = %v, %v; want a certificate for %s", cert, certErr, p.name)
+			case tt.issuedAt == nil && (certErr == nil || !strings.Contains(certErr.Error(), "not found")):
+				t.Errorf("getCertificate() without a CA: %v; want an error with the reason", certErr)
 			}
 			if tt.issuedAt == nil {
 				_, err := p.Certify(context.Background(), &meshv1.CertifyRequest{Identity: "a.b.serviceaccount.identity.sluice.cluster.local"})

@@ -32,6 +32,7 @@ import (
 	chartloader "helm.sh/helm/v3/pkg/chart/loader"
 
 	"github.com/sluicehq/sluice/mesh/identity"
+	"github.com/sluicehq/sluice/mesh/injector"
 	"github.com/sluicehq/sluice/test/envtest"
 )
 
@@ -253,7 +254,9 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment, role, image string) {
 		t.Errorf("pod lacks the label sluice.dev/control-plane-component that keeps the injector away: %v", d.Spec.Template.Labels)
 	}
 	wantArgs := map[string][]string{
-		"destination": {"--addr=:8086", "--controller-namespace=sluice", "--cluster-domain=cluster.local", "--trust-domain=cluster.local"},
+		"destination": {"--addr=:8086", "--controller-namespace=sluice", "--cluster-domain=cluster.local", "--trust-domain=cluster.local",
+			"--identity-addr=sluice-identity.sluice.svc.cluster.local:8080", "--identity-token-file=" + injector.TokenPath,
+			"--trust-anchors-file=" + injector.TrustRootsPath},
 		"identity": {"--addr=:8080", "--controller-namespace=sluice", "--trust-domain=cluster.local",
 			"--issuer-secret=sluice-identity-issuer", "--trust-anchors-configmap=sluice-identity-trust-roots"},
 		"telemetry": {"--addr=:9995", "--scrape-interval=10s"},
@@ -267,11 +270,53 @@ func checkDeployment(t *testing.T, d *appsv1.Deployment, role, image string) {
 			t.Errorf("args %v lack %s", c.Args, a)
 		}
 	}
+	if role == "destination" {
+		checkDestinationVolumes(t, c, pod)
+	}
 	if role == "injector" {
 		if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].MountPath != "/var/run/sluice/webhook" ||
 			len(pod.Volumes) != 1 || pod.Volumes[0].Secret == nil || pod.Volumes[0].Secret.SecretName != "sluice-injector-tls" {
 			t.Errorf("the injector does not mount Secret sluice-injector-tls at /var/run/sluice/webhook: mounts %+v volumes %+v", c.VolumeMounts, pod.Volumes)
 		}
+	}
+}
+
+// checkDestinationVolumes checks that destination has what it needs to be
+// certified by identity, as a proxy: a projected service-account token
+// with identity's audience and the trust anchors, mounted where its flags
+// say.
+func checkDestinationVolumes(t *testing.T, c corev1.Container, pod corev1.PodSpec) {
+	t.Helper()
+	mounted := map[string]string{} // volume -> mount path
+	for _, m := range c.VolumeMounts {
+		if !m.ReadOnly {
+			t.Errorf("volume %s is mounted writable", m.Name)
+		}
+		mounted[m.Name] = m.MountPath
+	}
+	var token, anchors bool
+	for _, v := range pod.Volumes {
+		switch {
+		case v.Projected != nil:
+			for _, src := range v.Projected.Sources {
+				if sat := src.ServiceAccountToken; sat != nil && sat.Audience == injector.TokenAudience &&
+					mounted[v.Name]+"/"+sat.Path == injector.TokenPath {
+					token = true
+				}
+			}
+		case v.ConfigMap != nil && v.ConfigMap.Name == injector.TrustRootsConfigMap:
+			for _, it := range v.ConfigMap.Items {
+				if it.Key == injector.TrustRootsKey && mounted[v.Name]+"/"+it.Path == injector.TrustRootsPath {
+					anchors = true
+				}
+			}
+		}
+	}
+	if !token {
+		t.Errorf("destination has no token with audience %s at %s: mounts %+v volumes %+v", injector.TokenAudience, injector.TokenPath, c.VolumeMounts, pod.Volumes)
+	}
+	if !anchors {
+		t.Errorf("destination has no trust anchors (ConfigMap %s) at %s: mounts %+v volumes %+v", injector.TrustRootsConfigMap, injector.TrustRootsPath, c.VolumeMounts, pod.Volumes)
 	}
 }
 
@@ -474,7 +519,7 @@ func TestInstallFlags(t *testing.T) {
 	for role, want := range map[string][]string{
 		"injector": {"--proxy-image=registry.example.com/team/sluice-proxy", "--proxy-version=v1.2.3", "--image-pull-policy=Always",
 			"--trust-domain=mesh.example", "--cluster-domain=k8s.example", "--proxy-log-level=debug", "--default-inbound-policy=all-authenticated"},
-		"destination": {"--trust-domain=mesh.example", "--cluster-domain=k8s.example"},
+		"destination": {"--trust-domain=mesh.example", "--cluster-domain=k8s.example", "--identity-addr=sluice-identity.sluice.svc.k8s.example:8080"},
 		"identity":    {"--trust-domain=mesh.example"},
 		"controller":  {"--telemetry-addr=http://sluice-telemetry.sluice.svc.k8s.example:9995"},
 	} {

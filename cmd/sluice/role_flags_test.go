@@ -22,6 +22,8 @@ func TestRoleFlags(t *testing.T) {
 		{"destination: bad cluster domain", []string{"destination", "--cluster-domain", "-x"}, `--cluster-domain "-x" is not a DNS name`},
 		{"destination: bad log level", []string{"destination", "--log-level", "loud"}, `--log-level "loud": want debug, info, warn or error`},
 		{"destination: arguments", []string{"destination", "extra"}, `unknown command "extra"`},
+		{"destination: identity address without a port", []string{"destination", "--identity-addr", "sluice-identity"}, `--identity-addr "sluice-identity": want host:port`},
+		{"destination: empty token file", []string{"destination", "--identity-token-file", ""}, "--identity-token-file must not be empty"},
 		{"identity: bad controller namespace", []string{"identity", "--controller-namespace", "Sluice"}, `--controller-namespace "Sluice" is not a DNS label`},
 		{"identity: bad issuer Secret name", []string{"identity", "--issuer-secret", "no/slash"}, `--issuer-secret "no/slash" is not a DNS name`},
 		{"identity: empty audience", []string{"identity", "--token-audience", ""}, "--token-audience must not be empty"},

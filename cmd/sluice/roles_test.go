@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
@@ -42,6 +43,7 @@ import (
 	"github.com/sluicehq/sluice/mesh/identity"
 	meshk8s "github.com/sluicehq/sluice/mesh/kubernetes"
 	"github.com/sluicehq/sluice/mesh/telemetry"
+	"github.com/sluicehq/sluice/proxy/controlplane"
 	"github.com/sluicehq/sluice/test/envtest"
 )
 
@@ -75,11 +77,23 @@ func TestRoles(t *testing.T) {
 type runningRole struct {
 	addr, admin string
 	logs        *controllerLogs
+	// stop stops the role and checks that it stopped cleanly; the test's
+	// cleanup calls it if the test did not.
+	stop func()
 }
 
 // startRole runs a role until the test ends (then checks that it stopped
-// cleanly) and returns its addresses once it listens.
+// cleanly and leaked no goroutine) and returns its addresses once it
+// listens.
 func startRole(t *testing.T, o *roleOptions, run func(ctx context.Context, logger *slog.Logger) error) *runningRole {
+	t.Helper()
+	return startRoleChecked(t, o, run, true)
+}
+
+// startRoleChecked is startRole, checking for leaked goroutines only if
+// checkLeaks (a role that must stop before another's leak check, whose
+// goroutines started after that other role's, is checked by its own test).
+func startRoleChecked(t *testing.T, o *roleOptions, run func(ctx context.Context, logger *slog.Logger) error, checkLeaks bool) *runningRole {
 	t.Helper()
 	r := &runningRole{logs: &controllerLogs{}}
 	logger, err := roleLogger("test", "debug", r.logs)
@@ -96,23 +110,29 @@ func startRole(t *testing.T, o *roleOptions, run func(ctx context.Context, logge
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, logger) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("the role ended with %v", err)
+	var once sync.Once
+	r.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("the role ended with %v", err)
+				}
+			case <-time.After(roleWait):
+				t.Errorf("the role did not stop within %s of its context's end", roleWait)
 			}
-		case <-time.After(roleWait):
-			t.Errorf("the role did not stop within %s of its context's end", roleWait)
-		}
-		// Everything the role started has stopped.
-		http.DefaultClient.CloseIdleConnections()
-		goleak.VerifyNone(t, before)
-		if t.Failed() {
-			t.Logf("role logs:\n%s", r.logs.String())
-		}
-	})
+			// Everything the role started has stopped.
+			http.DefaultClient.CloseIdleConnections()
+			if checkLeaks {
+				goleak.VerifyNone(t, before)
+			}
+			if t.Failed() {
+				t.Logf("role logs:\n%s", r.logs.String())
+			}
+		})
+	}
+	t.Cleanup(r.stop)
 	select {
 	case <-listening:
 	case err := <-done:
@@ -161,6 +181,24 @@ func poll(t *testing.T, what string, cond func() (bool, string)) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// dialTLS returns a gRPC client connection to the control-plane service at
+// addr, over TLS as a proxy makes it, closed when the test ends.
+func dialTLS(t *testing.T, service, addr, serverName string, roots *x509.CertPool, getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) *grpc.ClientConn {
+	t.Helper()
+	creds, err := controlplane.TransportCredentials(controlplane.TLSOptions{
+		Service: service, Address: addr, ServerName: serverName, Roots: roots, GetClientCertificate: getCert,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // dial returns a gRPC client connection to addr, closed when the test ends.
@@ -243,19 +281,96 @@ func (rc *roleCluster) testDestination(t *testing.T) {
 		},
 	})
 
+	// The identity service of the control-plane namespace, still without
+	// its CA; the destination service's token and the trust anchors, as
+	// the chart mounts them.
+	const ctlNS, trustDomain = "sluice", "example.org"
+	rc.create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ctlNS}})
+	rc.create(t, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ctlNS, Name: identity.DestinationServiceAccount}})
+	idOpts := &identityOptions{
+		roleOptions:           roleOptions{kubeconfig: rc.kubeconfig, logLevel: "debug"},
+		addr:                  "127.0.0.1:0",
+		controllerNamespace:   ctlNS,
+		trustDomain:           trustDomain,
+		issuerSecret:          meshk8s.DefaultIssuerSecret,
+		trustAnchorsConfigMap: meshk8s.DefaultTrustConfigMap,
+		tokenAudience:         meshk8s.DefaultTokenAudience,
+	}
+	idRole := startRoleChecked(t, &idOpts.roleOptions, func(ctx context.Context, logger *slog.Logger) error {
+		return runIdentity(ctx, idOpts, logger)
+	}, false)
+	caDir := t.TempDir()
+	ca, err := identity.LoadOrCreate(caDir, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := t.TempDir()
+	anchorsFile, tokenFile := filepath.Join(files, "ca.crt"), filepath.Join(files, "token")
+	if err := os.WriteFile(anchorsFile, ca.TrustAnchorPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := rc.kube.CoreV1().ServiceAccounts(ctlNS).CreateToken(ctx, identity.DestinationServiceAccount, &authnv1.TokenRequest{
+		Spec: authnv1.TokenRequestSpec{Audiences: []string{meshk8s.DefaultTokenAudience}, ExpirationSeconds: new(int64(3600))},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, []byte(tr.Status.Token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
 	o := &destinationOptions{
 		roleOptions:          roleOptions{kubeconfig: rc.kubeconfig, logLevel: "debug"},
 		addr:                 "127.0.0.1:0",
-		controllerNamespace:  "sluice",
+		controllerNamespace:  ctlNS,
 		clusterDomain:        "cluster.local",
-		trustDomain:          "example.org",
+		trustDomain:          trustDomain,
 		defaultInboundPolicy: "all-authenticated",
+		identityAddr:         idRole.addr,
+		identityTokenFile:    tokenFile,
+		trustAnchorsFile:     anchorsFile,
 	}
 	r := startRole(t, &o.roleOptions, func(ctx context.Context, logger *slog.Logger) error {
 		return runDestination(ctx, o, logger)
 	})
+	dstID := identity.ControlPlaneName(identity.DestinationServiceAccount, ctlNS, trustDomain)
+
+	// Without its certificate the destination service is not ready, and
+	// says why.
+	poll(t, "/readyz to wait for the certificate", func() (bool, string) {
+		code, body, err := r.get("/readyz")
+		return err == nil && code == http.StatusServiceUnavailable &&
+			strings.Contains(body, "no TLS certificate for "+dstID+" from the identity service at "+idRole.addr), fmt.Sprintf("%d %q %v", code, body, err)
+	})
+
+	// Identity gets its CA; destination gets its certificate and is ready.
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(caDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	rc.create(t, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ctlNS, Name: meshk8s.DefaultTrustConfigMap},
+		Data:       map[string]string{meshk8s.TrustAnchorsKey: string(ca.TrustAnchorPEM())},
+	})
+	rc.create(t, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ctlNS, Name: meshk8s.DefaultIssuerSecret},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: read(identity.IssuerFile), corev1.TLSPrivateKeyKey: read(identity.IssuerKeyFile)},
+	})
 	r.waitReady(t)
-	conn := dial(t, r.addr)
+
+	// A meshed proxy's certificate; the destination service's is checked
+	// against the anchors and its name by dialTLS.
+	proxyCert, err := identity.NewSelfCertificate(ca, identity.Name("web", ns, ctlNS, trustDomain), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dialTLS(t, "destination", r.addr, dstID, ca.TrustAnchors(), func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		return proxyCert.Current()
+	})
 
 	// The endpoints of web:80, with the pod's mesh identity.
 	sctx, cancel := context.WithTimeout(ctx, roleWait)
@@ -342,6 +457,19 @@ func (rc *roleCluster) testDestination(t *testing.T) {
 			t.Errorf("/metrics has no %q", want)
 		}
 	}
+
+	// A client without a mesh certificate gets nothing.
+	anon := dialTLS(t, "destination", r.addr, dstID, ca.TrustAnchors(), nil)
+	anonStream, err := meshv1.NewDestinationClient(anon).GetEndpoints(ctx, &meshv1.GetDestination{Service: "web.dst.svc.cluster.local:80"})
+	if err == nil {
+		_, err = anonStream.Recv()
+	}
+	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "requires mutual TLS") {
+		t.Errorf("GetEndpoints without a client certificate: %v; want Unauthenticated, mutual TLS required", err)
+	}
+	// Identity started goroutines after destination did: stop it before
+	// destination's leak check.
+	idRole.stop()
 }
 
 func (rc *roleCluster) testIdentity(t *testing.T) {
@@ -362,23 +490,8 @@ func (rc *roleCluster) testIdentity(t *testing.T) {
 	r := startRole(t, &o.roleOptions, func(ctx context.Context, logger *slog.Logger) error {
 		return runIdentity(ctx, o, logger)
 	})
-	conn := dial(t, r.addr)
-	idc := meshv1.NewIdentityClient(conn)
 	webID := identity.Name("web", ns, ctlNS, "cluster.local")
-
-	// Without the CA: not ready, and saying why, in /readyz, the logs and
-	// the answer to Certify.
-	poll(t, "the missing CA to be reported", func() (bool, string) {
-		code, body, err := r.get("/readyz")
-		return err == nil && code == http.StatusServiceUnavailable && strings.Contains(body, "sluice-identity-trust-roots") &&
-			strings.Contains(r.logs.String(), "cannot load the identity CA"), fmt.Sprintf("%d %q %v", code, body, err)
-	})
-	_, err := idc.Certify(ctx, &meshv1.CertifyRequest{Identity: webID, Token: []byte("t"), CertificateSigningRequest: csrFor(t, webID)})
-	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "not found") {
-		t.Errorf("Certify without a CA: %v; want Unavailable saying what is not found", err)
-	}
-
-	// The CA appears: ready.
+	serverID := identity.ControlPlaneName(identity.IdentityServiceAccount, ctlNS, "cluster.local")
 	caDir := t.TempDir()
 	ca, err := identity.LoadOrCreate(caDir, "", nil)
 	if err != nil {
@@ -391,6 +504,21 @@ func (rc *roleCluster) testIdentity(t *testing.T) {
 		}
 		return b
 	}
+
+	// Without the CA: not ready, and saying why, in /readyz and the logs;
+	// there is no certificate to serve TLS with yet.
+	poll(t, "the missing CA to be reported", func() (bool, string) {
+		code, body, err := r.get("/readyz")
+		return err == nil && code == http.StatusServiceUnavailable && strings.Contains(body, "sluice-identity-trust-roots") &&
+			strings.Contains(r.logs.String(), "cannot load the identity CA"), fmt.Sprintf("%d %q %v", code, body, err)
+	})
+	early := meshv1.NewIdentityClient(dialTLS(t, "identity", r.addr, serverID, ca.TrustAnchors(), nil))
+	_, err = early.Certify(ctx, &meshv1.CertifyRequest{Identity: webID, Token: []byte("t"), CertificateSigningRequest: csrFor(t, webID)})
+	if status.Code(err) != codes.Unavailable {
+		t.Errorf("Certify without a CA: %v; want Unavailable", err)
+	}
+
+	// The CA appears: ready.
 	rc.create(t, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ctlNS, Name: meshk8s.DefaultTrustConfigMap},
 		Data:       map[string]string{meshk8s.TrustAnchorsKey: string(ca.TrustAnchorPEM())},
@@ -401,6 +529,19 @@ func (rc *roleCluster) testIdentity(t *testing.T) {
 		Data:       map[string][]byte{corev1.TLSCertKey: read(identity.IssuerFile), corev1.TLSPrivateKeyKey: read(identity.IssuerKeyFile)},
 	})
 	r.waitReady(t)
+	idc := meshv1.NewIdentityClient(dialTLS(t, "identity", r.addr, serverID, ca.TrustAnchors(), nil))
+
+	// Its TLS certificate names its own identity and chains to the anchors
+	// (dialTLS checks both); a client trusting other anchors is told so.
+	other, err := identity.LoadOrCreate(t.TempDir(), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger := meshv1.NewIdentityClient(dialTLS(t, "identity", r.addr, serverID, other.TrustAnchors(), nil))
+	_, err = stranger.Certify(ctx, &meshv1.CertifyRequest{Identity: webID, Token: []byte("t"), CertificateSigningRequest: csrFor(t, webID)})
+	if want := "the identity service's certificate at " + r.addr + " is not signed by the configured trust anchors (expected identity " + serverID; !strings.Contains(fmt.Sprint(err), want) {
+		t.Errorf("Certify trusting other anchors: %v; want an error saying %q", err, want)
+	}
 
 	for _, sa := range []string{"web", "api"} {
 		rc.create(t, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sa}})

@@ -141,6 +141,9 @@ type Options struct {
 	ProxyBinary string
 	// ControlPlane is the address of the control plane's gRPC API.
 	ControlPlane string
+	// ControlPlaneName is the mesh identity the control plane's TLS
+	// certificate names; the proxies check it (controlPlane.destinationName).
+	ControlPlaneName string
 	// TrustAnchors is the PEM file of the mesh's trust anchors.
 	TrustAnchors string
 	// Tokens issues bootstrap tokens; Registry publishes replicas.
@@ -196,6 +199,7 @@ func New(opts Options) (*Supervisor, error) {
 	for _, f := range []struct{ name, v string }{
 		{"StateDir", opts.StateDir}, {"ProxyBinary", opts.ProxyBinary},
 		{"ControlPlane", opts.ControlPlane}, {"TrustAnchors", opts.TrustAnchors},
+		{"ControlPlaneName", opts.ControlPlaneName},
 	} {
 		if f.v == "" {
 			missing = append(missing, f.name)

@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sluicehq/sluice/mesh/api/meshv1"
+	"github.com/sluicehq/sluice/mesh/cptls"
 	"github.com/sluicehq/sluice/mesh/destination"
 	"github.com/sluicehq/sluice/mesh/identity"
 	"github.com/sluicehq/sluice/mesh/localstore"
@@ -73,6 +74,7 @@ func TestTokenSet(t *testing.T) {
 // over one gRPC server, with the store the supervisor registers replicas in.
 type controlPlane struct {
 	addr    string
+	name    string
 	anchors string
 	store   *localstore.Store
 	tokens  *TokenSet
@@ -95,7 +97,12 @@ func startControlPlane(t *testing.T) *controlPlane {
 		t.Fatal(err)
 	}
 	cp.addr = ln.Addr().String()
-	srv := grpc.NewServer()
+	cp.name = identity.ControlPlaneName("sluice-up", "", "")
+	self, err := identity.NewSelfCertificate(ca, cp.name, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(cptls.ServerOptions(ca.TrustAnchors(), self.GetCertificate, cptls.MeshOnlyServices...)...)
 	dst := destination.NewServer(cp.store, nil)
 	meshv1.RegisterDestinationServer(srv, dst)
 	meshv1.RegisterIdentityServer(srv, identity.NewServer(ca, cp.tokens, 0))
@@ -176,17 +183,18 @@ func TestSupervisorRunsReplicas(t *testing.T) {
 	})
 	var evs events
 	sup, err := New(Options{
-		StateDir:      stateDir,
-		ProxyBinary:   proxyBin,
-		ControlPlane:  cp.addr,
-		TrustAnchors:  cp.anchors,
-		Tokens:        cp.tokens,
-		Registry:      cp.store,
-		Backoff:       Backoff{Min: 50 * time.Millisecond, Max: 400 * time.Millisecond},
-		StopGrace:     5 * time.Second,
-		ProbeInterval: 50 * time.Millisecond,
-		Drain:         -1,
-		OnEvent:       evs.add,
+		StateDir:         stateDir,
+		ProxyBinary:      proxyBin,
+		ControlPlane:     cp.addr,
+		ControlPlaneName: cp.name,
+		TrustAnchors:     cp.anchors,
+		Tokens:           cp.tokens,
+		Registry:         cp.store,
+		Backoff:          Backoff{Min: 50 * time.Millisecond, Max: 400 * time.Millisecond},
+		StopGrace:        5 * time.Second,
+		ProbeInterval:    50 * time.Millisecond,
+		Drain:            -1,
+		OnEvent:          evs.add,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -46,6 +46,11 @@ type Status struct {
 	Started     time.Time `json:"started"`
 	// ControlPlane is the gRPC address of destination, identity (and policy).
 	ControlPlane string `json:"controlPlane"`
+	// ControlPlaneName is the mesh identity the control plane's TLS
+	// certificate names, and TrustAnchors the PEM file it chains to: what a
+	// client of the control plane verifies.
+	ControlPlaneName string `json:"controlPlaneName"`
+	TrustAnchors     string `json:"trustAnchors"`
 	// PolicyServed says whether the inbound policy API is served.
 	PolicyServed bool `json:"policyServed"`
 	// API is the base URL of this API.

@@ -26,6 +26,12 @@ const (
 	IngressNamespace      = identity.DefaultControlNamespace
 )
 
+// ControlPlaneName is the mesh identity of `sluice up`'s control plane: the
+// name its gRPC server's TLS certificate carries, which every local proxy
+// checks (controlPlane.destinationName). One server carries identity,
+// destination and policy, so one name serves for all of them.
+var ControlPlaneName = identity.ControlPlaneName("sluice-up", "", "")
+
 // IngressPort is a Service port published on the host.
 type IngressPort struct {
 	Namespace string `json:"namespace"`
@@ -206,12 +212,13 @@ func (in *ingress) writeConfigLocked() error {
 		Admin:     net.JoinHostPort("127.0.0.1", strconv.Itoa(in.admin)),
 		Listeners: listeners,
 		ControlPlane: &config.ControlPlane{
-			Address:      in.cp,
-			Identity:     in.identity,
-			TokenFile:    filepath.Join(in.dir, "token"),
-			TrustAnchors: in.anchors,
-			Namespace:    IngressNamespace,
-			Workload:     IngressNamespace + "/ingress",
+			Address:         in.cp,
+			DestinationName: ControlPlaneName,
+			Identity:        in.identity,
+			TokenFile:       filepath.Join(in.dir, "token"),
+			TrustAnchors:    in.anchors,
+			Namespace:       IngressNamespace,
+			Workload:        IngressNamespace + "/ingress",
 		},
 		Labels:   map[string]string{"namespace": IngressNamespace, "deployment": "ingress", "pod": "ingress"},
 		LogLevel: in.logLevel,

@@ -37,7 +37,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -45,11 +44,13 @@ import (
 	"github.com/sluicehq/sluice/local/manifest"
 	"github.com/sluicehq/sluice/local/supervisor"
 	"github.com/sluicehq/sluice/mesh/api/meshv1"
+	"github.com/sluicehq/sluice/mesh/cptls"
 	"github.com/sluicehq/sluice/mesh/destination"
 	"github.com/sluicehq/sluice/mesh/identity"
 	"github.com/sluicehq/sluice/mesh/localstore"
 	"github.com/sluicehq/sluice/mesh/policy"
 	"github.com/sluicehq/sluice/mesh/telemetry"
+	"github.com/sluicehq/sluice/proxy/controlplane"
 )
 
 // identityOf names the mesh identity of a service account.
@@ -245,8 +246,18 @@ func (u *instance) run(ctx context.Context) error {
 	u.cpAddr = cpLn.Addr().String()
 	u.apiURL = "http://" + apiLn.Addr().String()
 
-	// The control plane: one gRPC server for every mesh API.
-	grpcSrv := grpc.NewServer()
+	// The control plane: one gRPC server for every mesh API, over TLS with
+	// a certificate it issues itself; Destination and InboundPolicies only
+	// answer clients with a mesh certificate.
+	self, err := identity.NewSelfCertificate(u.ca, ControlPlaneName, 0)
+	if err != nil {
+		return fmt.Errorf("control plane certificate: %w", err)
+	}
+	if err := self.Ready(); err != nil {
+		return fmt.Errorf("control plane certificate: %w (the issuer in %s may have expired: remove %s and %s to generate a new one)",
+			err, filepath.Join(u.stateDir, "identity"), identity.IssuerFile, identity.IssuerKeyFile)
+	}
+	grpcSrv := grpc.NewServer(cptls.ServerOptions(u.ca.TrustAnchors(), self.GetCertificate, cptls.MeshOnlyServices...)...)
 	dst := destination.NewServer(u.store, u.log)
 	meshv1.RegisterDestinationServer(grpcSrv, dst)
 	meshv1.RegisterIdentityServer(grpcSrv, identity.NewServer(u.ca, u.tokens, 0))
@@ -257,19 +268,20 @@ func (u *instance) run(ctx context.Context) error {
 
 	env := childEnv(u.opts.ExtraPath)
 	u.sup, err = supervisor.New(supervisor.Options{
-		StateDir:      u.stateDir,
-		ProxyBinary:   u.opts.ProxyBinary,
-		ControlPlane:  u.cpAddr,
-		TrustAnchors:  u.anchors,
-		Tokens:        u.tokens,
-		Registry:      u.store,
-		Env:           env,
-		Ports:         u.ports,
-		Backoff:       u.opts.Backoff,
-		StopGrace:     u.opts.StopGrace,
-		ProxyLogLevel: u.opts.ProxyLogLevel,
-		OnEvent:       u.onEvent,
-		Logger:        u.log,
+		StateDir:         u.stateDir,
+		ProxyBinary:      u.opts.ProxyBinary,
+		ControlPlane:     u.cpAddr,
+		ControlPlaneName: ControlPlaneName,
+		TrustAnchors:     u.anchors,
+		Tokens:           u.tokens,
+		Registry:         u.store,
+		Env:              env,
+		Ports:            u.ports,
+		Backoff:          u.opts.Backoff,
+		StopGrace:        u.opts.StopGrace,
+		ProxyLogLevel:    u.opts.ProxyLogLevel,
+		OnEvent:          u.onEvent,
+		Logger:           u.log,
 	})
 	if err != nil {
 		return err
@@ -421,17 +433,19 @@ func (u *instance) targets() []telemetry.Target {
 // status builds the API's Status.
 func (u *instance) status(ctx context.Context) Status {
 	st := Status{
-		Version:      u.opts.Version,
-		PID:          os.Getpid(),
-		StateDir:     u.stateDir,
-		ManifestDir:  u.manifestDir,
-		Started:      u.started,
-		ControlPlane: u.cpAddr,
-		API:          u.apiURL,
-		Ingress:      u.ingress.list(),
-		IngressProxy: u.ingress.status(),
-		Workloads:    u.sup.Workloads(),
-		Problems:     u.sync.currentProblems(),
+		Version:          u.opts.Version,
+		PID:              os.Getpid(),
+		StateDir:         u.stateDir,
+		ManifestDir:      u.manifestDir,
+		Started:          u.started,
+		ControlPlane:     u.cpAddr,
+		ControlPlaneName: ControlPlaneName,
+		TrustAnchors:     u.anchors,
+		API:              u.apiURL,
+		Ingress:          u.ingress.list(),
+		IngressProxy:     u.ingress.status(),
+		Workloads:        u.sup.Workloads(),
+		Problems:         u.sync.currentProblems(),
 	}
 	if addr := u.ingress.adminAddr(); addr != "" && st.IngressProxy.Running() {
 		client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -488,7 +502,13 @@ func (u *instance) checkIdentity(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	conn, err := grpc.NewClient(u.cpAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := controlplane.TransportCredentials(controlplane.TLSOptions{
+		Service: "identity", Address: u.cpAddr, ServerName: ControlPlaneName, Roots: u.ca.TrustAnchors(),
+	})
+	if err != nil {
+		return "", err
+	}
+	conn, err := grpc.NewClient(u.cpAddr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return "", fmt.Errorf("connecting to the control plane %s: %w", u.cpAddr, err)
 	}

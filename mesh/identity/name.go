@@ -35,3 +35,23 @@ func Name(serviceAccount, namespace, controlNamespace, trustDomain string) strin
 	}
 	return fmt.Sprintf("%s.%s.serviceaccount.identity.%s.%s", serviceAccount, namespace, controlNamespace, trustDomain)
 }
+
+// Service accounts of the control-plane roles that serve gRPC to proxies.
+// Their mesh identities (Name of the account in the control-plane
+// namespace) are what proxies expect those servers to present.
+const (
+	// IdentityServiceAccount runs the identity service.
+	IdentityServiceAccount = "sluice-identity"
+	// DestinationServiceAccount runs the destination service.
+	DestinationServiceAccount = "sluice-destination"
+)
+
+// ControlPlaneName is the mesh identity of a control-plane role's service
+// account, which lives in the control-plane namespace:
+// Name(serviceAccount, controlNamespace, controlNamespace, trustDomain).
+func ControlPlaneName(serviceAccount, controlNamespace, trustDomain string) string {
+	if controlNamespace == "" {
+		controlNamespace = DefaultControlNamespace
+	}
+	return Name(serviceAccount, controlNamespace, controlNamespace, trustDomain)
+}

@@ -272,6 +272,8 @@ func TestProxyConfigParses(t *testing.T) {
 			want := config.ControlPlane{
 				Address:         "sluice-destination.sluice.svc.cluster.local:8086",
 				IdentityAddress: "sluice-identity.sluice.svc.cluster.local:8080",
+				DestinationName: "sluice-destination.sluice.serviceaccount.identity.sluice.cluster.local",
+				IdentityName:    "sluice-identity.sluice.serviceaccount.identity.sluice.cluster.local",
 				Identity:        "web.0123.serviceaccount.identity.sluice.cluster.local",
 				TokenFile:       "/var/run/sluice/identity/token",
 				TrustAnchors:    "/var/run/sluice/trust-roots/ca.crt",

@@ -313,6 +313,8 @@ type proxyOutbound struct {
 type proxyControlPlane struct {
 	Address         string `json:"address"`
 	IdentityAddress string `json:"identityAddress"`
+	DestinationName string `json:"destinationName"`
+	IdentityName    string `json:"identityName"`
 	Identity        string `json:"identity"`
 	TokenFile       string `json:"tokenFile"`
 	TrustAnchors    string `json:"trustAnchors"`
@@ -339,6 +341,8 @@ func renderConfig(cfg Config, o options, w workload, app string, probes []proxyP
 		ControlPlane: &proxyControlPlane{
 			Address:         serviceAddress(DestinationService, DestinationPort, cfg),
 			IdentityAddress: serviceAddress(IdentityService, IdentityPort, cfg),
+			DestinationName: identity.ControlPlaneName(identity.DestinationServiceAccount, cfg.ControlPlaneNamespace, cfg.TrustDomain),
+			IdentityName:    identity.ControlPlaneName(identity.IdentityServiceAccount, cfg.ControlPlaneNamespace, cfg.TrustDomain),
 			Identity:        identity.Name(ref(envServiceAccount), ref(envPodNamespace), cfg.ControlPlaneNamespace, cfg.TrustDomain),
 			TokenFile:       TokenPath,
 			TrustAnchors:    TrustRootsPath,

@@ -104,6 +104,17 @@ type ControlPlane struct {
 	// served at Address (on Kubernetes it is its own service,
 	// sluice-identity); empty means Address.
 	IdentityAddress string `json:"identityAddress,omitempty"`
+	// DestinationName is the mesh identity the server at Address must
+	// present ("sluice-destination.sluice.serviceaccount.identity.sluice.cluster.local"
+	// on Kubernetes). The control plane's gRPC is TLS: the proxy verifies the
+	// server's certificate against TrustAnchors and this name, and presents
+	// its own certificate (the destination service requires it). Required.
+	DestinationName string `json:"destinationName"`
+	// IdentityName is the mesh identity the identity service at
+	// IdentityAddr must present ("sluice-identity.sluice.serviceaccount.identity.sluice.cluster.local"
+	// on Kubernetes); empty means DestinationName, as when one server
+	// serves both (`sluice up`).
+	IdentityName string `json:"identityName,omitempty"`
 	// Identity is the TLS identity this proxy requests, e.g.
 	// "web.default.serviceaccount.identity.sluice.cluster.local".
 	Identity string `json:"identity"`
@@ -127,6 +138,15 @@ func (cp *ControlPlane) IdentityAddr() string {
 		return cp.IdentityAddress
 	}
 	return cp.Address
+}
+
+// IdentityServerName returns the identity the identity service must
+// present: IdentityName, or DestinationName when it is empty.
+func (cp *ControlPlane) IdentityServerName() string {
+	if cp.IdentityName != "" {
+		return cp.IdentityName
+	}
+	return cp.DestinationName
 }
 
 // Inbound configures the inbound side.

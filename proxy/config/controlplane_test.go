@@ -9,7 +9,7 @@ import (
 // when it is set, at address otherwise, and a bad identityAddress is
 // refused with the field's name.
 func TestControlPlaneIdentityAddress(t *testing.T) {
-	const base = "controlPlane: {address: %s, identity: web.default.serviceaccount.identity.sluice.cluster.local, tokenFile: /t, trustAnchors: /a%s}"
+	const base = "controlPlane: {address: %s, identity: web.default.serviceaccount.identity.sluice.cluster.local, tokenFile: /t, trustAnchors: /a, destinationName: dst.example%s}"
 	tests := []struct {
 		name, address, extra string
 		want, wantErr        string
@@ -37,6 +37,36 @@ func TestControlPlaneIdentityAddress(t *testing.T) {
 			}
 			if got := c.ControlPlane.IdentityAddr(); got != tt.want {
 				t.Errorf("IdentityAddr() = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestControlPlaneServerNames: destinationName is required; the identity
+// service's expected name defaults to it.
+func TestControlPlaneServerNames(t *testing.T) {
+	const base = "controlPlane: {address: 'cp:8086', identity: web.default.serviceaccount.identity.sluice.cluster.local, tokenFile: /t, trustAnchors: /a%s}"
+	tests := []struct {
+		name, extra, want, wantErr string
+	}{
+		{"missing", "", "", "controlPlane.destinationName: required when controlPlane is set (the mesh identity the control plane's certificate must name"},
+		{"identity defaults to destination", ", destinationName: cp.example", "cp.example", ""},
+		{"both", ", destinationName: dst.example, identityName: id.example", "id.example", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(strings.Replace(base, "%s", tt.extra, 1)))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Parse error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if got := c.ControlPlane.IdentityServerName(); got != tt.want {
+				t.Errorf("IdentityServerName() = %q, want %q", got, tt.want)
 			}
 		})
 	}

@@ -81,9 +81,10 @@ func (c *Config) Validate() error {
 			{"controlPlane.identity", cp.Identity},
 			{"controlPlane.tokenFile", cp.TokenFile},
 			{"controlPlane.trustAnchors", cp.TrustAnchors},
+			{"controlPlane.destinationName", cp.DestinationName},
 		} {
 			if f.v == "" {
-				p.add(f.name, "required when controlPlane is set")
+				p.add(f.name, "required when controlPlane is set%s", controlPlaneHint[f.name])
 			}
 		}
 	}
@@ -434,4 +435,10 @@ func sortedStringKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// controlPlaneHint completes the message of a missing controlPlane field.
+var controlPlaneHint = map[string]string{
+	"controlPlane.destinationName": " (the mesh identity the control plane's certificate must name, such as " +
+		"sluice-destination.sluice.serviceaccount.identity.sluice.cluster.local)",
 }

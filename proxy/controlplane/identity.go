@@ -82,6 +82,9 @@ type Identity struct {
 
 	mu      sync.Mutex
 	lastErr error // of the last attempt; nil after a success
+
+	certified     chan struct{} // closed when the first certificate is stored
+	certifiedOnce sync.Once
 }
 
 // NewIdentity checks the options and parses the trust anchors. No key exists
@@ -117,6 +120,8 @@ func NewIdentity(opts IdentityOptions) (*Identity, error) {
 		client: meshv1.NewIdentityClient(opts.Conn),
 		roots:  roots,
 		log:    opts.Logger.With("component", "identity", "identity", opts.Name),
+
+		certified: make(chan struct{}),
 	}, nil
 }
 
@@ -181,6 +186,7 @@ func (i *Identity) certify(ctx context.Context) (time.Duration, error) {
 	received := i.opts.Clock()
 	notAfter := cert.Leaf.NotAfter
 	i.cert.Store(cert)
+	i.certifiedOnce.Do(func() { close(i.certified) })
 	i.mu.Lock()
 	i.lastErr = nil
 	i.mu.Unlock()

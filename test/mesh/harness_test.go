@@ -27,6 +27,7 @@ import (
 
 	"github.com/sluicehq/sluice/mesh/api/meshv1"
 	"github.com/sluicehq/sluice/mesh/api/routetable"
+	"github.com/sluicehq/sluice/mesh/cptls"
 	"github.com/sluicehq/sluice/mesh/destination"
 	"github.com/sluicehq/sluice/mesh/identity"
 	"github.com/sluicehq/sluice/mesh/localstore"
@@ -140,6 +141,10 @@ func newControlPlane(t *testing.T, lifetime time.Duration, policies policyFactor
 	return cp
 }
 
+// controlPlaneName is the identity the control plane's TLS certificate
+// names, as `sluice up`'s.
+var controlPlaneName = identity.ControlPlaneName("sluice-up", "", "")
+
 // start serves on the control plane's address (a new port the first time,
 // the same one after kill).
 func (cp *controlPlane) start() {
@@ -160,7 +165,11 @@ func (cp *controlPlane) start() {
 		return err == nil
 	})
 	cp.addr = ln.Addr().String()
-	cp.srv = grpc.NewServer()
+	self, err := identity.NewSelfCertificate(cp.ca, controlPlaneName, 0)
+	if err != nil {
+		cp.t.Fatal(err)
+	}
+	cp.srv = grpc.NewServer(cptls.ServerOptions(cp.ca.TrustAnchors(), self.GetCertificate, cptls.MeshOnlyServices...)...)
 	cp.dest = destination.NewServer(cp.store, logger(cp.t))
 	meshv1.RegisterDestinationServer(cp.srv, cp.dest)
 	meshv1.RegisterIdentityServer(cp.srv, identity.NewServer(cp.ca, cp.tokens, cp.lifetime))
@@ -342,12 +351,13 @@ func (cp *controlPlane) startWorkload(t *testing.T, o workloadOpts) *workload {
 		Inbound:  config.Inbound{Listen: "127.0.0.1:0", App: a.addr, DefaultPolicy: o.defaultPolicy},
 		Outbound: config.Outbound{Listen: config.Off},
 		ControlPlane: &config.ControlPlane{
-			Address:      cp.addr,
-			Identity:     id,
-			TokenFile:    tokenFile,
-			TrustAnchors: cp.anchors,
-			Namespace:    namespace,
-			Workload:     namespace + "/" + pod,
+			Address:         cp.addr,
+			DestinationName: controlPlaneName,
+			Identity:        id,
+			TokenFile:       tokenFile,
+			TrustAnchors:    cp.anchors,
+			Namespace:       namespace,
+			Workload:        namespace + "/" + pod,
 		},
 		ShutdownGrace: routetable.Duration(5 * time.Second),
 		Labels:        map[string]string{"namespace": namespace, "deployment": o.name, "pod": pod},

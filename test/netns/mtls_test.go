@@ -25,6 +25,7 @@ import (
 
 	"github.com/sluicehq/sluice/mesh/api/meshv1"
 	"github.com/sluicehq/sluice/mesh/api/routetable"
+	"github.com/sluicehq/sluice/mesh/cptls"
 	"github.com/sluicehq/sluice/mesh/destination"
 	meshidentity "github.com/sluicehq/sluice/mesh/identity"
 	"github.com/sluicehq/sluice/mesh/localstore"
@@ -212,7 +213,8 @@ type meshControlPlane struct {
 }
 
 // startControlPlane serves the control plane on ip, port chosen by the OS,
-// until the test ends.
+// until the test ends. It serves TLS with a certificate for
+// netnsControlPlaneName, as `sluice up`'s control plane does.
 func startControlPlane(t *testing.T, ip string) *meshControlPlane {
 	t.Helper()
 	ca, err := meshidentity.LoadOrCreate(filepath.Join(t.TempDir(), "ca"), "", nil)
@@ -237,7 +239,11 @@ func startControlPlane(t *testing.T, ip string) *meshControlPlane {
 		w.mu.Unlock()
 	})
 	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv := grpc.NewServer()
+	self, err := meshidentity.NewSelfCertificate(ca, netnsControlPlaneName, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(cptls.ServerOptions(ca.TrustAnchors(), self.GetCertificate, cptls.MeshOnlyServices...)...)
 	dest := destination.NewServer(cp.store, log)
 	meshv1.RegisterDestinationServer(srv, dest)
 	meshv1.RegisterIdentityServer(srv, meshidentity.NewServer(ca, cp.tokens, 0))
@@ -357,13 +363,14 @@ func meshProxyConfig(t *testing.T, p *meshedPod, cp *meshControlPlane, tokenFile
 		Labels:        map[string]string{"namespace": meshNamespace, "deployment": p.workload, "pod": p.workload + "-" + p.name},
 		ShutdownGrace: routetable.Duration(5 * time.Second),
 		ControlPlane: &config.ControlPlane{
-			Address:      cp.addr,
-			Identity:     p.identity,
-			TokenFile:    tokenFile,
-			TrustAnchors: anchorsFile,
-			Namespace:    meshNamespace,
-			Workload:     meshNamespace + "/" + p.workload + "-" + p.name,
-			Watch:        watch,
+			Address:         cp.addr,
+			DestinationName: netnsControlPlaneName,
+			Identity:        p.identity,
+			TokenFile:       tokenFile,
+			TrustAnchors:    anchorsFile,
+			Namespace:       meshNamespace,
+			Workload:        meshNamespace + "/" + p.workload + "-" + p.name,
+			Watch:           watch,
 		},
 	}
 	data, err := json.MarshalIndent(cfg, "", "  ")
@@ -858,3 +865,6 @@ func TestMutualTLSInterception(t *testing.T) {
 		expectGrowth(t, before, want...)
 	})
 }
+
+// netnsControlPlaneName is the identity the test control plane presents.
+var netnsControlPlaneName = meshidentity.ControlPlaneName("sluice-up", "", "")
