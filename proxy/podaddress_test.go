@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sluicehq/sluice/mesh/api/meshv1"
+	"github.com/sluicehq/sluice/mesh/cptls"
 	"github.com/sluicehq/sluice/mesh/api/routetable"
 	"github.com/sluicehq/sluice/mesh/destination"
 	meshidentity "github.com/sluicehq/sluice/mesh/identity"
@@ -25,8 +26,13 @@ import (
 	"github.com/sluicehq/sluice/proxy/policy"
 )
 
+// testControlPlaneName is the mesh identity the test control plane's
+// certificate names.
+const testControlPlaneName = "sluice-up.sluice.serviceaccount.identity.sluice.cluster.local"
+
 // testControlPlane is the identity and destination APIs over a local store,
-// on a loopback port, until the test ends.
+// on a loopback port over TLS (mutual for discovery, as `sluice up` serves
+// them), until the test ends.
 type testControlPlane struct {
 	addr    string
 	store   *localstore.Store
@@ -54,7 +60,11 @@ func startTestControlPlane(t *testing.T) *testControlPlane {
 	if err := os.WriteFile(cp.anchors, ca.TrustAnchorPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	self, err := meshidentity.NewSelfCertificate(ca, testControlPlaneName, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(cptls.ServerOptions(ca.TrustAnchors(), self.GetCertificate, cptls.MeshOnlyServices...)...)
 	dest := destination.NewServer(cp.store, slog.New(slog.DiscardHandler))
 	meshv1.RegisterDestinationServer(srv, dest)
 	meshv1.RegisterIdentityServer(srv, meshidentity.NewServer(ca, cp.tokens, 0))
@@ -75,7 +85,7 @@ func (cp *testControlPlane) meshMember(t *testing.T, id string) *config.ControlP
 	if err := os.WriteFile(tokenFile, token, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &config.ControlPlane{Address: cp.addr, Identity: id, TokenFile: tokenFile, TrustAnchors: cp.anchors, Namespace: "shop"}
+	return &config.ControlPlane{Address: cp.addr, DestinationName: testControlPlaneName, Identity: id, TokenFile: tokenFile, TrustAnchors: cp.anchors, Namespace: "shop"}
 }
 
 // TestPodAddressOverMutualTLS: an outbound connection to a pod's address,

@@ -408,7 +408,9 @@ func (r *replica) probe(ctx context.Context, client *http.Client) {
 		} else if problem == "" {
 			problem = fmt.Sprintf("application does not accept connections on PORT=%d yet", r.appPort)
 		}
-	} else if problem == "" {
+	} else if problem == "" || as.LastExit != "" {
+		// An application that exited says more than a sidecar still
+		// starting beside it (a crash loop is the application's problem).
 		problem = "application is not running"
 		if as.LastExit != "" {
 			problem += " (last exit: " + as.LastExit + ")"
