@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sluicehq/sluice/mesh/api/meshv1"
-	"github.com/sluicehq/sluice/mesh/cptls"
 	"github.com/sluicehq/sluice/mesh/api/routetable"
+	"github.com/sluicehq/sluice/mesh/cptls"
 	"github.com/sluicehq/sluice/mesh/destination"
 	meshidentity "github.com/sluicehq/sluice/mesh/identity"
 	"github.com/sluicehq/sluice/mesh/localstore"
