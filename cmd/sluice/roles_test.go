@@ -68,6 +68,7 @@ func TestRoles(t *testing.T) {
 	rc := &roleCluster{kubeconfig: envtest.Kubeconfig(t, cfg), c: c, kube: kube}
 	t.Run("Destination", rc.testDestination)
 	t.Run("Identity", rc.testIdentity)
+	t.Run("IdentityTrustAnchors", rc.testIdentityTrustAnchors)
 	t.Run("Telemetry", rc.testTelemetry)
 }
 
