@@ -10,6 +10,9 @@
 //   - StatusWriter writes the parent status of HTTPRoutes attached to
 //     Services (GAMMA): Accepted and ResolvedRefs with the Gateway API's
 //     reasons, under the controller name sluice.dev/gateway-controller.
+//     RunAsLeader runs it on one replica at a time (Lease
+//     sluice-destination-status), so replicas do not fight over the
+//     statuses; a new leader rewrites every route's status on taking over.
 //   - TokenReviewAuthenticator authenticates proxies' projected
 //     service-account tokens with the TokenReview API, for the identity
 //     service.
