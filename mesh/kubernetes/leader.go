@@ -56,8 +56,8 @@ type LeaderElection struct {
 // done; once work has returned it contends again. When ctx ends while
 // leading, it waits for work to return, and only then releases the Lease,
 // so that another replica takes over at once without ever working beside
-// this one. A work that returns by itself (with an error, logged) gives
-// the Lease up and tries again after RetryPeriod.
+// this one. A work that returns by itself (an error is logged) gives the
+// Lease up and contends again after RetryPeriod.
 func RunAsLeader(ctx context.Context, le LeaderElection, work func(context.Context) error) error {
 	if le.Name == "" {
 		le.Name = StatusLeaseName
@@ -165,6 +165,10 @@ func (le *LeaderElection) term(ctx context.Context, work func(context.Context) e
 	}
 	if werr != nil && ctx.Err() == nil {
 		le.Log.ErrorContext(ctx, "the leader's work failed; giving the Lease up", "error", werr)
+	}
+	if !lost && ctx.Err() == nil {
+		// The work returned by itself: pause before contending again, so
+		// that a work that keeps failing does not spin.
 		select {
 		case <-ctx.Done():
 		case <-time.After(le.RetryPeriod):

@@ -239,3 +239,88 @@ func TestStatusLeaderElection(t *testing.T) {
 	a.checkInTerm(t)
 	b.checkInTerm(t)
 }
+
+// fastElection is a LeaderElection on a fake API with short timings.
+func fastElection(client clientset.Interface, onLeading func(bool)) LeaderElection {
+	return LeaderElection{
+		Client: client, Namespace: "sluice", Identity: "replica-a",
+		LeaseDuration: 4 * time.Second, RenewDeadline: 3 * time.Second, RetryPeriod: 50 * time.Millisecond,
+		OnLeading: onLeading,
+	}
+}
+
+// TestRunAsLeaderStop: stopping a leader stops its work first, then
+// reports it no longer leads, then releases the Lease.
+func TestRunAsLeaderStop(t *testing.T) {
+	client := k8sfake.NewClientset()
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var events []string
+	record := func(e string) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, e)
+	}
+	working := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- RunAsLeader(ctx, fastElection(client, func(leading bool) { record(fmt.Sprint("leading=", leading)) }),
+			func(wctx context.Context) error {
+				record("work started")
+				close(working)
+				<-wctx.Done()
+				record("work stopped")
+				return nil
+			})
+	}()
+	select {
+	case <-working:
+	case <-time.After(waitTimeout):
+		t.Fatal("the work never started")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("RunAsLeader: %v", err)
+	}
+	want := []string{"leading=true", "work started", "work stopped", "leading=false"}
+	if fmt.Sprint(events) != fmt.Sprint(want) {
+		t.Errorf("events %q, want %q", events, want)
+	}
+	l, err := client.CoordinationV1().Leases("sluice").Get(context.Background(), StatusLeaseName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := l.Spec.HolderIdentity; h != nil && *h != "" {
+		t.Errorf("the Lease is still held by %q after a clean stop", *h)
+	}
+}
+
+// TestRunAsLeaderWorkFails: a work that fails gives the Lease up and runs
+// again once this replica leads again.
+func TestRunAsLeaderWorkFails(t *testing.T) {
+	client := k8sfake.NewClientset()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var runs atomic.Int32
+	again := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- RunAsLeader(ctx, fastElection(client, nil), func(wctx context.Context) error {
+			if runs.Add(1) == 2 {
+				close(again)
+				<-wctx.Done()
+				return nil
+			}
+			return fmt.Errorf("broken")
+		})
+	}()
+	select {
+	case <-again:
+	case <-time.After(waitTimeout):
+		t.Fatalf("the work ran %d times, want it run again after failing", runs.Load())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("RunAsLeader: %v", err)
+	}
+}
