@@ -236,6 +236,35 @@ func TestStatusLeaderElection(t *testing.T) {
 	if h := holder(); h != "replica-a" {
 		t.Errorf("the Lease is held by %s, want replica-a", h)
 	}
+
+	// Another replica takes the Lease over (as after replica-a could not
+	// renew it): replica-a stops writing, and does not take it back.
+	l, err := kube.CoordinationV1().Leases("sluice").Get(context.Background(), StatusLeaseName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	intruder, minute := "replica-c", int32(60)
+	now := metav1.NewMicroTime(time.Now())
+	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.RenewTime, l.Spec.AcquireTime = &intruder, &minute, &now, &now
+	if _, err := kube.CoordinationV1().Leases("sluice").Update(context.Background(), l, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// OnLeading(false) comes once the writer has returned.
+	poll(t, "replica-a to stop leading after losing the Lease", func() (bool, string) { return !a.leading.Load(), "leading" })
+	lostWrites := a.writes.Load()
+	route("four", "web")
+	eventually(t, a.src, "replica-a's source to see route four", func() (bool, string) {
+		return len(a.src.routes.GetIndexer().List()) == 4, "fewer than 4 routes"
+	})
+	if got := s.routeStatus(t, "shop", "four"); got != "" {
+		t.Errorf("route four got a status while replica-c (which writes nothing) holds the Lease: %s", got)
+	}
+	if n := a.writes.Load(); n != lostWrites {
+		t.Errorf("replica-a wrote %d statuses after losing the Lease", n-lostWrites)
+	}
+	if h := holder(); h != intruder {
+		t.Errorf("the Lease is held by %s; replica-a must not take back a Lease another holds", h)
+	}
 	a.checkInTerm(t)
 	b.checkInTerm(t)
 }
