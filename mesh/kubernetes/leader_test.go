@@ -150,7 +150,8 @@ func (w *electedWriter) checkInTerm(t *testing.T) {
 // TestStatusLeaderElection runs two replicas' status writers against a real
 // API server: only the leader writes; when the leader stops, the other takes
 // over and writes, and the statuses are right; a new leader catches up on
-// every route changed while nobody led.
+// every route changed while nobody led; a leader whose Lease another
+// replica took stops writing.
 func TestStatusLeaderElection(t *testing.T) {
 	cfg, c := envtest.Start(t)
 	kube, err := clientset.NewForConfig(cfg)
