@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -50,7 +51,10 @@ HTTPRoutes, ReferenceGrants and the policy.sluice.dev kinds, and streams to
 every proxy that asks the endpoints and compiled routes of the services it
 talks to (Destination API) and the inbound policy of its own ports
 (InboundPolicies API), both gRPC on --addr. It writes the parent status of
-HTTPRoutes attached to Services (GAMMA) as sluice.dev/gateway-controller.
+HTTPRoutes attached to Services (GAMMA) as sluice.dev/gateway-controller:
+of several replicas, only the one holding the Lease sluice-destination-status
+in --controller-namespace does (identity: $POD_NAME, else the host name);
+every replica serves discovery.
 
 The gRPC is mutual TLS: the service obtains its certificate, for
 sluice-destination.<controller-namespace>.serviceaccount.identity.<controller-namespace>.<trust-domain>,
@@ -59,7 +63,8 @@ projected service-account token --identity-token-file, audience
 identity.sluice.dev), verifies identity's certificate against
 --trust-anchors-file, and answers only clients presenting a mesh certificate
 that chains to those anchors. /healthz, /readyz (the caches are synced and
-the service holds its certificate) and /metrics are on --admin-addr.`,
+the service holds its certificate) and /metrics (sluice_destination_status_leader
+is 1 on the status writer) are on --admin-addr.`,
 		Example: `  sluice destination --controller-namespace sluice --trust-domain cluster.local`,
 		Args:    cobra.NoArgs,
 	}
@@ -175,7 +180,7 @@ func runDestination(ctx context.Context, o *destinationOptions, logger *slog.Log
 	if err := o.validate(); err != nil {
 		return err
 	}
-	cfg, err := roleRESTConfig(o.kubeconfig, o.kubeContext)
+	cfg, kube, err := roleClient(o.kubeconfig, o.kubeContext)
 	if err != nil {
 		return err
 	}
@@ -192,6 +197,10 @@ func runDestination(ctx context.Context, o *destinationOptions, logger *slog.Log
 	if err != nil {
 		return fmt.Errorf("destination: gateway API client: %w", err)
 	}
+	replica, err := replicaName()
+	if err != nil {
+		return fmt.Errorf("destination: %w", err)
+	}
 	identityOf := func(sa, ns string) string {
 		return identity.Name(sa, ns, o.controllerNamespace, o.trustDomain)
 	}
@@ -203,6 +212,11 @@ func runDestination(ctx context.Context, o *destinationOptions, logger *slog.Log
 	defer ident.conn.Close()
 
 	reg := newRoleRegistry()
+	statusLeader := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sluice_destination_status_leader",
+		Help: "1 while this replica holds the Lease sluice-destination-status and so writes HTTPRoute status, else 0.",
+	})
+	reg.MustRegister(statusLeader)
 	// Mutual TLS: only meshed proxies, whose certificates chain to the
 	// trust anchors, get routes, endpoints and policies.
 	srv := grpc.NewServer(append(newGRPCMetrics(reg).serverOptions(),
@@ -233,7 +247,23 @@ func runDestination(ctx context.Context, o *destinationOptions, logger *slog.Log
 		tasks: []func(context.Context) error{
 			src.Run,
 			ident.Run,
-			meshk8s.NewStatusWriter(src, gw, logger).Run,
+			func(ctx context.Context) error {
+				// One replica writes status; every replica serves.
+				return meshk8s.RunAsLeader(ctx, meshk8s.LeaderElection{
+					Client:    kube,
+					Namespace: o.controllerNamespace,
+					Name:      meshk8s.StatusLeaseName,
+					Identity:  replica,
+					OnLeading: func(leading bool) {
+						if leading {
+							statusLeader.Set(1)
+						} else {
+							statusLeader.Set(0)
+						}
+					},
+					Log: logger,
+				}, meshk8s.NewStatusWriter(src, gw, logger).Run)
+			},
 			func(ctx context.Context) error {
 				if src.WaitForSync(ctx) == nil && ident.WaitCertified(ctx, "serving") == nil {
 					hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -247,8 +277,22 @@ func runDestination(ctx context.Context, o *destinationOptions, logger *slog.Log
 			pol.Close()
 		},
 	}
-	logger.InfoContext(ctx, "starting the destination service", "apiserver", cfg.Host,
+	logger.InfoContext(ctx, "starting the destination service", "apiserver", cfg.Host, "replica", replica,
 		"controllerNamespace", o.controllerNamespace, "trustDomain", o.trustDomain, "clusterDomain", o.clusterDomain,
 		"identityAddr", ident.addr, "serverIdentity", ident.Name())
 	return r.serve(ctx)
+}
+
+// replicaName is this replica's name among the role's replicas, as leader
+// election records it: $POD_NAME (the chart sets it from the pod's name),
+// else the host name (a pod's, unless its spec sets another).
+func replicaName() (string, error) {
+	if name := os.Getenv("POD_NAME"); name != "" {
+		return name, nil
+	}
+	name, err := os.Hostname()
+	if err != nil || name == "" {
+		return "", fmt.Errorf("this replica has no name for leader election: set $POD_NAME (host name: %v)", err)
+	}
+	return name, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -54,14 +55,16 @@ service-account token (audience identity.sluice.dev) and a CSR, the API server
 reviews the token (TokenReview), and the service issues a certificate for the
 identity <sa>.<ns>.serviceaccount.identity.<controller-namespace>.<trust-domain>
 of that service account, signed by the issuer in the Secret --issuer-secret
-(tls.crt, tls.key; reloaded when it changes) and chaining to the trust anchors
-of the ConfigMap --trust-anchors-configmap (ca.crt), both in
---controller-namespace. gRPC over TLS on --addr, with a certificate the
+(tls.crt, tls.key) and chaining to the trust anchors of the ConfigMap
+--trust-anchors-configmap (ca.crt), both in --controller-namespace and both
+reloaded when they change. While the anchors are missing or unparsable, or
+the issuer does not chain to any of them, it is not ready and certifies
+nothing, saying why. gRPC over TLS on --addr, with a certificate the
 service issues itself for its own identity
 sluice-identity.<controller-namespace>.serviceaccount.identity.<controller-namespace>.<trust-domain>
 (renewed at 70 % of its lifetime and when the issuer changes), which proxies
-verify against the trust anchors. /healthz, /readyz (the CA is loaded and its
-issuer valid) and /metrics on --admin-addr.`,
+verify against the trust anchors. /healthz, /readyz (the CA is loaded and
+usable) and /metrics on --admin-addr.`,
 		Example: `  sluice identity --controller-namespace sluice --trust-domain cluster.local`,
 		Args:    cobra.NoArgs,
 	}
@@ -148,12 +151,8 @@ func runIdentity(ctx context.Context, o *identityOptions, logger *slog.Logger) e
 			hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 			logger.InfoContext(ctx, "identity CA loaded; certifying", "issuer", ca.Issuer().Subject.String(),
 				"issuerNotAfter", ca.Issuer().NotAfter)
-			meshk8s.WatchIssuerSecret(ctx, kube, o.controllerNamespace, o.issuerSecret, ca, func(err error) {
-				if err != nil {
-					logger.ErrorContext(ctx, "the issuer Secret changed but cannot be used; the current issuer stays in use", "error", err)
-					return
-				}
-				logger.InfoContext(ctx, "issuer reloaded", "issuer", ca.Issuer().Subject.String(), "issuerNotAfter", ca.Issuer().NotAfter)
+			meshk8s.WatchCA(ctx, kube, o.controllerNamespace, o.issuerSecret, o.trustAnchorsConfigMap, ca, func(st meshk8s.CAState) {
+				reportCAState(ctx, logger, ca, svc, st)
 			})
 			return nil
 		}},
@@ -193,6 +192,24 @@ func loadCAUntilDone(ctx context.Context, kube clientset.Interface, o *identityO
 	}
 }
 
+// reportCAState logs what WatchCA found and makes svc unusable or usable
+// accordingly.
+func reportCAState(ctx context.Context, logger *slog.Logger, ca *identity.CA, svc *pendingIdentity, st meshk8s.CAState) {
+	if st.IssuerRejected != nil {
+		logger.ErrorContext(ctx, "the issuer Secret changed but cannot be used; the current issuer stays in use", "error", st.IssuerRejected)
+	}
+	if st.Unusable != nil {
+		logger.ErrorContext(ctx, "the trust anchors cannot be used; not ready, certifying nothing until they are fixed", "error", st.Unusable)
+	}
+	if svc.setUnusable(st.Unusable) && st.Unusable == nil {
+		logger.InfoContext(ctx, "the trust anchors are usable again; certifying")
+	}
+	if st.Reloaded {
+		logger.InfoContext(ctx, "identity CA reloaded", "issuer", ca.Issuer().Subject.String(),
+			"issuerNotAfter", ca.Issuer().NotAfter, "trustAnchors", bytes.Count(ca.TrustAnchorPEM(), []byte("-----BEGIN CERTIFICATE-----")))
+	}
+}
+
 // pendingIdentity is the Identity API before and after the CA is loaded:
 // until then every Certify fails with Unavailable (proxies retry), saying
 // why.
@@ -207,6 +224,19 @@ type pendingIdentity struct {
 	why  error
 	ca   *identity.CA
 	self *identity.SelfCertificate // issued from ca for name
+	// unusable, once the CA is loaded, is why it must not issue now (its
+	// trust anchors are broken), or nil.
+	unusable error
+}
+
+// setUnusable records why the loaded CA must not issue (nil: it may) and
+// reports whether that changed whether it may.
+func (p *pendingIdentity) setUnusable(why error) (changed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	changed = (p.unusable == nil) != (why == nil)
+	p.unusable = why
+	return changed
 }
 
 // set makes srv, which issues from ca, answer from now on.
@@ -250,6 +280,9 @@ func (p *pendingIdentity) ready() error {
 	if p.srv.Load() == nil {
 		return fmt.Errorf("identity CA: %v", p.why)
 	}
+	if p.unusable != nil {
+		return fmt.Errorf("identity CA: %v", p.unusable)
+	}
 	iss := p.ca.Issuer()
 	if now := time.Now(); now.Before(iss.NotBefore) || now.After(iss.NotAfter) {
 		return fmt.Errorf("identity CA: the issuer %q is valid from %s to %s, not now: rotate the Secret",
@@ -269,6 +302,12 @@ func (p *pendingIdentity) Certify(ctx context.Context, req *meshv1.CertifyReques
 		why := p.why
 		p.mu.Unlock()
 		return nil, status.Errorf(codes.Unavailable, "cannot certify %q yet: identity CA: %v", req.GetIdentity(), why)
+	}
+	p.mu.Lock()
+	unusable := p.unusable
+	p.mu.Unlock()
+	if unusable != nil {
+		return nil, status.Errorf(codes.Unavailable, "cannot certify %q now: identity CA: %v", req.GetIdentity(), unusable)
 	}
 	return srv.Certify(ctx, req)
 }

@@ -65,3 +65,35 @@ func TestPendingIdentity(t *testing.T) {
 		})
 	}
 }
+
+// TestPendingIdentityUnusable: a loaded CA whose trust anchors are broken
+// makes the role not ready and Certify Unavailable, both saying why, until
+// they are fixed.
+func TestPendingIdentityUnusable(t *testing.T) {
+	ca, err := identity.LoadOrCreate(t.TempDir(), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &pendingIdentity{}
+	p.set(ca, identity.NewServer(ca, &identity.StaticTokens{}, 0))
+	const why = "trust anchors ConfigMap sluice/sluice-identity-trust-roots has no ca.crt"
+	if changed := p.setUnusable(errors.New(why)); !changed {
+		t.Error("setUnusable(error) on a usable CA reported no change")
+	}
+	if err := p.ready(); err == nil || !strings.Contains(err.Error(), why) {
+		t.Errorf("ready() = %v, want an error saying %q", err, why)
+	}
+	_, err = p.Certify(context.Background(), &meshv1.CertifyRequest{Identity: "a.b.serviceaccount.identity.sluice.cluster.local"})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), why) {
+		t.Errorf("Certify with broken anchors: %v; want Unavailable saying %q", err, why)
+	}
+	if changed := p.setUnusable(errors.New(why)); changed {
+		t.Error("setUnusable of the same state reported a change")
+	}
+	if changed := p.setUnusable(nil); !changed {
+		t.Error("setUnusable(nil) on an unusable CA reported no change")
+	}
+	if err := p.ready(); err != nil {
+		t.Errorf("ready() after the fix = %v, want ready", err)
+	}
+}

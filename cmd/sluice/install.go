@@ -62,6 +62,7 @@ type installOptions struct {
 	trustDomain          string
 	clusterDomain        string
 	controllerReplicas   int
+	destinationReplicas  int
 	proxyLogLevel        string
 	defaultInboundPolicy string
 	trustAnchorsFile     string
@@ -140,6 +141,7 @@ annotation that client-side kubectl apply writes.`,
 	f.StringVar(&o.trustDomain, "trust-domain", identity.DefaultTrustDomain, "trust domain that ends every mesh identity")
 	f.StringVar(&o.clusterDomain, "cluster-domain", injector.DefaultClusterDomain, "DNS domain of the cluster's Services")
 	f.IntVar(&o.controllerReplicas, "controller-replicas", 1, "replicas of the canary controller (one is active at a time, by leader election)")
+	f.IntVar(&o.destinationReplicas, "destination-replicas", 1, "replicas of the destination service (all serve the proxies; one writes HTTPRoute status, by leader election)")
 	f.StringVar(&o.proxyLogLevel, "proxy-log-level", injector.DefaultLogLevel, "default log level of injected proxies: "+strings.Join(proxyLogLevels, ", "))
 	f.StringVar(&o.defaultInboundPolicy, "default-inbound-policy", "", "default inbound policy of injected proxies, one of "+strings.Join(injector.DefaultInboundPolicies, ", ")+"; empty leaves the proxy's default")
 	f.StringVar(&o.trustAnchorsFile, flagTrustAnchorsFile, "", "PEM file of the trust anchors (instead of generating one)")
@@ -209,6 +211,9 @@ func (o *installOptions) validate() error {
 	if o.controllerReplicas < 1 {
 		errs = append(errs, fmt.Errorf("--controller-replicas %d: want at least 1", o.controllerReplicas))
 	}
+	if o.destinationReplicas < 1 {
+		errs = append(errs, fmt.Errorf("--destination-replicas %d: want at least 1", o.destinationReplicas))
+	}
 	if !slices.Contains(proxyLogLevels, o.proxyLogLevel) {
 		errs = append(errs, fmt.Errorf("--proxy-log-level %q: want one of %s", o.proxyLogLevel, strings.Join(proxyLogLevels, ", ")))
 	}
@@ -272,6 +277,9 @@ func (o *installOptions) values(existing *clusterCerts) (map[string]any, error) 
 		},
 		"controller": map[string]any{
 			"replicas": o.controllerReplicas,
+		},
+		"destination": map[string]any{
+			"replicas": o.destinationReplicas,
 		},
 	}, nil
 }

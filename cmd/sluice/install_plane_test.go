@@ -132,6 +132,7 @@ func wantInstalled() []string {
 		"Service/sluice-destination", "Service/sluice-identity", "Service/sluice-telemetry", "Service/sluice-injector",
 		"Role/sluice-identity", "RoleBinding/sluice-identity",
 		"Role/sluice-controller", "RoleBinding/sluice-controller",
+		"Role/sluice-destination", "RoleBinding/sluice-destination",
 		"MutatingWebhookConfiguration/sluice-injector",
 	}
 	for _, r := range controlPlaneRoles {
@@ -369,6 +370,11 @@ func checkRBAC(t *testing.T, objs installed) {
 		{"Role", "sluice-controller",
 			[]grant{{"coordination.k8s.io", "leases", "update", ""}},
 			nil},
+		{"Role", "sluice-destination",
+			[]grant{{"coordination.k8s.io", "leases", "create", ""},
+				{"coordination.k8s.io", "leases", "get", "sluice-destination-status"},
+				{"coordination.k8s.io", "leases", "update", "sluice-destination-status"}},
+			[]grant{{"coordination.k8s.io", "leases", "update", "sluice-controller"}, {"", "secrets", "get", ""}}},
 	} {
 		var rules []rbacv1.PolicyRule
 		switch tc.kind {
@@ -503,7 +509,7 @@ func parseCert(t *testing.T, pemBytes []byte) *x509.Certificate {
 func TestInstallFlags(t *testing.T) {
 	objs := decodeTyped(t, runInstall(t, "--registry", "registry.example.com/team", "--version", "v1.2.3",
 		"--image-pull-policy", "Always", "--trust-domain", "mesh.example", "--cluster-domain", "k8s.example",
-		"--controller-replicas", "3", "--proxy-log-level", "debug", "--default-inbound-policy", "all-authenticated"))
+		"--controller-replicas", "3", "--destination-replicas", "2", "--proxy-log-level", "debug", "--default-inbound-policy", "all-authenticated"))
 	for _, role := range controlPlaneRoles {
 		c := get[*appsv1.Deployment](t, objs, "Deployment/sluice-"+role).Spec.Template.Spec.Containers[0]
 		if c.Image != "registry.example.com/team/sluice:v1.2.3" || c.ImagePullPolicy != corev1.PullAlways {
@@ -512,6 +518,9 @@ func TestInstallFlags(t *testing.T) {
 	}
 	if r := get[*appsv1.Deployment](t, objs, "Deployment/sluice-controller").Spec.Replicas; r == nil || *r != 3 {
 		t.Errorf("controller replicas %v, want 3", r)
+	}
+	if r := get[*appsv1.Deployment](t, objs, "Deployment/sluice-destination").Spec.Replicas; r == nil || *r != 2 {
+		t.Errorf("destination replicas %v, want 2", r)
 	}
 	args := func(role string) []string {
 		return get[*appsv1.Deployment](t, objs, "Deployment/sluice-"+role).Spec.Template.Spec.Containers[0].Args
@@ -633,6 +642,7 @@ func TestInstallErrors(t *testing.T) {
 		{"proxy log level", []string{"--proxy-log-level", "loud"}, []string{"--proxy-log-level", "loud"}},
 		{"pull policy", []string{"--image-pull-policy", "Sometimes"}, []string{"--image-pull-policy", "IfNotPresent"}},
 		{"replicas", []string{"--controller-replicas", "0"}, []string{"--controller-replicas"}},
+		{"destination replicas", []string{"--destination-replicas", "0"}, []string{"--destination-replicas 0: want at least 1"}},
 		{"trust domain", []string{"--trust-domain", "Not A Domain"}, []string{"--trust-domain"}},
 		{"version", []string{"--version", "v1:latest"}, []string{"--version"}},
 	} {
@@ -788,6 +798,7 @@ func TestInstallAppliesToAnAPIServer(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Namespace: "sluice", Name: "sluice-destination"}, &d); err != nil {
 		t.Fatalf("the applied destination Deployment: %v", err)
 	}
+	checkRolesMayWork(t, cfg)
 	// Applying the same manifests again changes nothing and conflicts with nothing.
 	apply("sluice install", out)
 }

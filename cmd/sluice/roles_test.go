@@ -70,6 +70,7 @@ func TestRoles(t *testing.T) {
 	rc := &roleCluster{kubeconfig: envtest.Kubeconfig(t, cfg), c: c, kube: kube}
 	t.Run("Destination", rc.testDestination)
 	t.Run("Identity", rc.testIdentity)
+	t.Run("IdentityTrustAnchors", rc.testIdentityTrustAnchors)
 	t.Run("Telemetry", rc.testTelemetry)
 }
 
@@ -250,7 +251,10 @@ func (rc *roleCluster) meshedPod(t *testing.T, ns, name, sa, ip string, annotati
 func (rc *roleCluster) testDestination(t *testing.T) {
 	const ns = "dst"
 	ctx := context.Background()
-	rc.create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	// The control plane's namespace holds the status writer's Lease.
+	for _, n := range []string{ns, "sluice"} {
+		rc.create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}})
+	}
 	pod := rc.meshedPod(t, ns, "web-abc-1", "web", "10.1.2.3", nil)
 	rc.create(t, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
@@ -452,10 +456,17 @@ func (rc *roleCluster) testDestination(t *testing.T) {
 		`grpc_server_started_total{grpc_method="GetEndpoints",grpc_service="sluice.mesh.v1.Destination",grpc_type="server_stream"} 1`,
 		"go_goroutines ",
 		"process_start_time_seconds ",
+		// The one replica holds the Lease and writes status.
+		"sluice_destination_status_leader 1",
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics has no %q", want)
 		}
+	}
+	host, _ := replicaName()
+	lease, err := rc.kube.CoordinationV1().Leases("sluice").Get(ctx, meshk8s.StatusLeaseName, metav1.GetOptions{})
+	if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity != host {
+		t.Errorf("the Lease %s: %v, %v; want it held by this replica, %s", meshk8s.StatusLeaseName, lease, err, host)
 	}
 
 	// A client without a mesh certificate gets nothing.

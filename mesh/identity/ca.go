@@ -18,6 +18,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -59,24 +60,78 @@ var (
 	ErrIssuerNotValid = errors.New("issuer certificate is not valid now")
 	// ErrInvalidCSR means a certificate signing request cannot be signed.
 	ErrInvalidCSR = errors.New("invalid certificate signing request")
+	// ErrInvalidTrustAnchors means a trust-anchor bundle cannot be used: it
+	// is empty, is not PEM certificates, or holds a certificate that is not
+	// a CA.
+	ErrInvalidTrustAnchors = errors.New("invalid trust anchors")
+	// ErrIssuerNotTrusted means the issuer does not chain to any of the
+	// trust anchors (now): it is signed by another root, or a certificate
+	// of its chain has expired.
+	ErrIssuerNotTrusted = errors.New("issuer does not chain to the trust anchors")
 )
 
 // CA is a certificate authority for mesh identities: trust anchors and an
 // issuer that signs leaf certificates. It is safe for concurrent use; the
-// issuer can be swapped (Reload, WatchIssuer) while leaves are being signed.
+// issuer and the anchors can be swapped (Reload, WatchIssuer, SetIssuerPEM,
+// SetPEM) while leaves are being signed.
 type CA struct {
-	dir       string
-	now       func() time.Time
-	anchorPEM []byte
-	anchors   []*x509.Certificate
-	roots     *x509.CertPool
-	issuer    atomic.Pointer[issuer]
+	dir string
+	now func() time.Time
+	// trust is the bundle new issuers are validated against; the issuer in
+	// use points to the bundle it was validated against, which is the
+	// same once construction is over.
+	trust  atomic.Pointer[anchorSet]
+	issuer atomic.Pointer[issuer]
+	// setMu serializes the setters, so that an issuer is never stored
+	// against anchors another setter has just replaced.
+	setMu sync.Mutex
 }
+
+// anchorSet is one bundle of trust anchors, immutable once built.
+type anchorSet struct {
+	pem   []byte
+	certs []*x509.Certificate
+	roots *x509.CertPool
+}
+
+// parseAnchors parses a bundle of trust anchors; errors wrap
+// ErrInvalidTrustAnchors.
+func parseAnchors(pemBytes []byte) (*anchorSet, error) {
+	if len(bytes.TrimSpace(pemBytes)) == 0 {
+		return nil, classify(ErrInvalidTrustAnchors, errors.New("no trust anchors given"))
+	}
+	certs, err := parseCertificates(pemBytes)
+	if err != nil {
+		return nil, classify(ErrInvalidTrustAnchors, err)
+	}
+	set := &anchorSet{pem: bytes.Clone(pemBytes), certs: certs, roots: x509.NewCertPool()}
+	for i, a := range certs {
+		if !a.BasicConstraintsValid || !a.IsCA {
+			return nil, classify(ErrInvalidTrustAnchors, fmt.Errorf("certificate %d (%q) is not a CA certificate", i+1, a.Subject.CommonName))
+		}
+		set.roots.AddCert(a)
+	}
+	return set, nil
+}
+
+// classifiedError is an error that also matches a sentinel (errors.Is)
+// without repeating the sentinel's text.
+type classifiedError struct{ kind, err error }
+
+func classify(kind, err error) error { return &classifiedError{kind: kind, err: err} }
+
+func (e *classifiedError) Error() string   { return e.err.Error() }
+func (e *classifiedError) Unwrap() []error { return []error{e.kind, e.err} }
 
 // issuer is one loaded issuer, immutable once built.
 type issuer struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
+	// anchors are the trust anchors the issuer was validated against.
+	anchors *anchorSet
+	// certPEM and keyPEM are what it was loaded from, to validate it again
+	// against new anchors.
+	certPEM, keyPEM []byte
 	// chain is what a leaf is served with: the issuer then intermediates, DER,
 	// without the trust anchor.
 	chain [][]byte
@@ -146,11 +201,22 @@ func LoadOrCreate(dir, trustDomain string, now func() time.Time) (*CA, error) {
 	return c, nil
 }
 
-// TrustAnchorPEM returns the trust anchors, PEM, as proxies must be given them.
-func (c *CA) TrustAnchorPEM() []byte { return bytes.Clone(c.anchorPEM) }
+// TrustAnchorPEM returns the trust anchors the issuer in use chains to,
+// PEM, as proxies must be given them.
+func (c *CA) TrustAnchorPEM() []byte { return bytes.Clone(c.anchorsInUse().pem) }
 
-// TrustAnchors returns the trust anchors as a pool.
-func (c *CA) TrustAnchors() *x509.CertPool { return c.roots.Clone() }
+// TrustAnchors returns the trust anchors the issuer in use chains to, as a
+// pool.
+func (c *CA) TrustAnchors() *x509.CertPool { return c.anchorsInUse().roots.Clone() }
+
+// anchorsInUse are the anchors of the issuer in use, or (while a CA is
+// being built) the anchors loaded so far.
+func (c *CA) anchorsInUse() *anchorSet {
+	if iss := c.issuer.Load(); iss != nil {
+		return iss.anchors
+	}
+	return c.trust.Load()
+}
 
 // Issuer returns the issuer certificate currently used for signing.
 func (c *CA) Issuer() *x509.Certificate { return c.issuer.Load().cert }
@@ -232,7 +298,9 @@ func (c *CA) loadIssuer() error {
 	if err != nil {
 		return err
 	}
-	iss, err := c.parseIssuer(crtPEM, keyPEM)
+	c.setMu.Lock()
+	defer c.setMu.Unlock()
+	iss, err := c.parseIssuer(c.trust.Load(), crtPEM, keyPEM)
 	if err != nil {
 		return err
 	}
@@ -278,12 +346,16 @@ func (c *CA) WatchIssuer(ctx context.Context, interval time.Duration, onReload f
 			continue
 		}
 		last = sum
-		iss, err := c.parseIssuer(crtPEM, keyPEM)
+		c.setMu.Lock()
+		iss, err := c.parseIssuer(c.trust.Load(), crtPEM, keyPEM)
+		if err == nil {
+			c.issuer.Store(iss)
+		}
+		c.setMu.Unlock()
 		if err != nil {
 			onReload(fmt.Errorf("reload issuer from %s: %w", c.dir, err))
 			continue
 		}
-		c.issuer.Store(iss)
 		onReload(nil)
 	}
 }
@@ -310,8 +382,9 @@ func issuerSum(crtPEM, keyPEM []byte) [sha256.Size]byte {
 	return sum
 }
 
-// parseIssuer validates issuer files against the anchors at the current time.
-func (c *CA) parseIssuer(crtPEM, keyPEM []byte) (*issuer, error) {
+// parseIssuer validates issuer files against anchors at the current time.
+// A chain that does not verify is an error wrapping ErrIssuerNotTrusted.
+func (c *CA) parseIssuer(anchors *anchorSet, crtPEM, keyPEM []byte) (*issuer, error) {
 	certs, err := parseCertificates(crtPEM)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", IssuerFile, err)
@@ -335,15 +408,19 @@ func (c *CA) parseIssuer(crtPEM, keyPEM []byte) (*issuer, error) {
 		intermediates.AddCert(ic)
 	}
 	chains, err := cert.Verify(x509.VerifyOptions{
-		Roots:         c.roots,
+		Roots:         anchors.roots,
 		Intermediates: intermediates,
 		CurrentTime:   c.now(),
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %q does not verify against the trust anchors in %s: %w", IssuerFile, cert.Subject.CommonName, AnchorFile, err)
+		return nil, classify(ErrIssuerNotTrusted, fmt.Errorf("%s: %q does not verify against the trust anchors in %s: %w", IssuerFile, cert.Subject.CommonName, AnchorFile, err))
 	}
-	iss := &issuer{cert: cert, key: key, sum: issuerSum(crtPEM, keyPEM)}
+	iss := &issuer{
+		cert: cert, key: key, anchors: anchors,
+		certPEM: bytes.Clone(crtPEM), keyPEM: bytes.Clone(keyPEM),
+		sum: issuerSum(crtPEM, keyPEM),
+	}
 	iss.notBefore, iss.notAfter = cert.NotBefore, cert.NotAfter
 	for _, cc := range chains[0] {
 		if cc.NotBefore.After(iss.notBefore) {
@@ -354,15 +431,16 @@ func (c *CA) parseIssuer(crtPEM, keyPEM []byte) (*issuer, error) {
 		}
 	}
 	for _, cc := range certs {
-		if !c.isAnchor(cc) {
+		if !anchors.contains(cc) {
 			iss.chain = append(iss.chain, cc.Raw)
 		}
 	}
 	return iss, nil
 }
 
-func (c *CA) isAnchor(cert *x509.Certificate) bool {
-	for _, a := range c.anchors {
+// contains reports whether cert is one of the anchors.
+func (s *anchorSet) contains(cert *x509.Certificate) bool {
+	for _, a := range s.certs {
 		if a.Equal(cert) {
 			return true
 		}
@@ -375,18 +453,11 @@ func (c *CA) loadAnchors() error {
 	if err != nil {
 		return err
 	}
-	anchors, err := parseCertificates(anchorPEM)
+	anchors, err := parseAnchors(anchorPEM)
 	if err != nil {
 		return fmt.Errorf("%s: %w", AnchorFile, err)
 	}
-	c.roots = x509.NewCertPool()
-	for i, a := range anchors {
-		if !a.BasicConstraintsValid || !a.IsCA {
-			return fmt.Errorf("%s: certificate %d (%q) is not a CA certificate", AnchorFile, i+1, a.Subject.CommonName)
-		}
-		c.roots.AddCert(a)
-	}
-	c.anchorPEM, c.anchors = anchorPEM, anchors
+	c.trust.Store(anchors)
 	return nil
 }
 
@@ -425,7 +496,7 @@ func (c *CA) generateIssuer(trustDomain string) error {
 		return fmt.Errorf("%s: %w", AnchorKeyFile, err)
 	}
 	var anchor *x509.Certificate
-	for _, a := range c.anchors {
+	for _, a := range c.trust.Load().certs {
 		if pub, ok := a.PublicKey.(*ecdsa.PublicKey); ok && pub.Equal(&anchorKey.PublicKey) {
 			anchor = a
 		}

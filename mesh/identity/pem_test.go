@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/elliptic"
 	"crypto/x509"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,5 +142,106 @@ func TestSetIssuerPEM(t *testing.T) {
 	leaf, _ := x509.ParseCertificate(leafDER)
 	if err := leaf.CheckSignatureFrom(ca.Issuer()); err != nil {
 		t.Errorf("leaf is not from the new issuer: %v", err)
+	}
+}
+
+// verifyLeaf signs a leaf for webID and verifies it against roots with
+// the chain the CA sends.
+func verifyLeaf(t *testing.T, ca *CA, roots *x509.CertPool) error {
+	t.Helper()
+	leafDER, chain, _, err := ca.Sign(csrFor(t, elliptic.P256(), &x509.CertificateRequest{DNSNames: []string{webID}}), webID, time.Hour)
+	if err != nil {
+		t.Fatalf("Sign: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(leafDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter := x509.NewCertPool()
+	for _, der := range chain {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inter.AddCert(c)
+	}
+	_, err = leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: t0.Add(2 * time.Hour),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	return err
+}
+
+// TestTrustAnchorRotation follows a trust-anchor rotation: the bundle grows
+// to old+new, the issuer moves to the new anchor, the old anchor goes.
+func TestTrustAnchorRotation(t *testing.T) {
+	clk := newClock(t0)
+	_, oldDir := newTestCA(t, clk)
+	oldF := readCAFiles(t, oldDir)
+	newCA, newDir := newTestCA(t, clk)
+	newF := readCAFiles(t, newDir)
+	_, otherDir := newTestCA(t, clk)
+	otherF := readCAFiles(t, otherDir)
+	clk.Set(t0.Add(time.Hour))
+
+	ca, err := NewCAFromPEM(oldF.anchor, oldF.issuer, oldF.issuerKey, clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := append(append([]byte{}, oldF.anchor...), newF.anchor...)
+
+	// Step 1: old+new anchors, the old issuer stays and keeps issuing.
+	oldIssuer := ca.Issuer()
+	if err := ca.SetTrustAnchorsPEM(both); err != nil {
+		t.Fatalf("SetTrustAnchorsPEM(old+new): %v", err)
+	}
+	if !bytes.Equal(ca.TrustAnchorPEM(), both) || !ca.Issuer().Equal(oldIssuer) {
+		t.Fatal("after adding an anchor: want the two-anchor bundle and the same issuer")
+	}
+	if err := verifyLeaf(t, ca, ca.TrustAnchors()); err != nil {
+		t.Errorf("a leaf issued with old+new anchors does not verify against them: %v", err)
+	}
+
+	// Step 2: the issuer of the new anchor.
+	if err := ca.SetPEM(both, newF.issuer, newF.issuerKey); err != nil {
+		t.Fatalf("SetPEM(old+new, new issuer): %v", err)
+	}
+	if err := verifyLeaf(t, ca, newCA.TrustAnchors()); err != nil {
+		t.Errorf("a leaf of the new issuer does not verify against the new anchor: %v", err)
+	}
+
+	// Step 3: the old anchor goes.
+	if err := ca.SetTrustAnchorsPEM(newF.anchor); err != nil {
+		t.Fatalf("SetTrustAnchorsPEM(new): %v", err)
+	}
+	if !bytes.Equal(ca.TrustAnchorPEM(), newF.anchor) {
+		t.Error("TrustAnchorPEM is not the new anchor alone")
+	}
+
+	// Rejected: nothing changes.
+	tests := []struct {
+		name    string
+		set     func() error
+		wantErr error
+		want    string
+	}{
+		{"anchors the issuer does not chain to", func() error { return ca.SetTrustAnchorsPEM(otherF.anchor) },
+			ErrIssuerNotTrusted, "does not verify against the trust anchors"},
+		{"garbage anchors", func() error { return ca.SetTrustAnchorsPEM([]byte("garbage")) },
+			ErrInvalidTrustAnchors, "trust anchors: no PEM certificate found"},
+		{"no anchors", func() error { return ca.SetPEM(nil, newF.issuer, newF.issuerKey) },
+			ErrInvalidTrustAnchors, "no trust anchors given"},
+		{"issuer of another anchor", func() error { return ca.SetPEM(newF.anchor, otherF.issuer, otherF.issuerKey) },
+			ErrIssuerNotTrusted, "does not verify"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := ca.Issuer()
+			err := tt.set()
+			if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v; want %v saying %q", err, tt.wantErr, tt.want)
+			}
+			if ca.Issuer() != before || !bytes.Equal(ca.TrustAnchorPEM(), newF.anchor) {
+				t.Error("a rejected change replaced the issuer or the anchors")
+			}
+		})
 	}
 }

@@ -160,42 +160,63 @@ func mustParse(t testing.TB, der []byte) *x509.Certificate {
 	return c
 }
 
-// reloads collects what WatchIssuerSecret reports.
-type reloads struct {
-	mu   sync.Mutex
-	errs []error
-	ch   chan struct{}
+// caReports collects what WatchCA reports.
+type caReports struct {
+	mu     sync.Mutex
+	states []CAState
+	ch     chan struct{}
 }
 
-func newReloads() *reloads { return &reloads{ch: make(chan struct{}, 100)} }
+func newCAReports() *caReports { return &caReports{ch: make(chan struct{}, 100)} }
 
-func (r *reloads) report(err error) {
+func (r *caReports) report(s CAState) {
 	r.mu.Lock()
-	r.errs = append(r.errs, err)
+	r.states = append(r.states, s)
 	r.mu.Unlock()
 	r.ch <- struct{}{}
 }
 
 // next waits for the next report.
-func (r *reloads) next(t testing.TB) error {
+func (r *caReports) next(t testing.TB) CAState {
 	t.Helper()
 	select {
 	case <-r.ch:
 	case <-time.After(waitTimeout):
-		t.Fatal("no reload reported")
+		t.Fatal("WatchCA reported nothing")
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.errs[len(r.errs)-1]
+	return r.states[len(r.states)-1]
 }
 
-// watchIssuer runs WatchIssuerSecret until the test ends.
-func watchIssuer(t *testing.T, client clientset.Interface, ca *identity.CA, r *reloads) {
+// until waits for a report that cond accepts, and returns it.
+func (r *caReports) until(t testing.TB, what string, cond func(CAState) bool) CAState {
+	t.Helper()
+	deadline := time.After(waitTimeout)
+	for {
+		select {
+		case <-r.ch:
+		case <-deadline:
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			t.Fatalf("WatchCA did not report %s; reported %+v", what, r.states)
+		}
+		r.mu.Lock()
+		last := r.states[len(r.states)-1]
+		r.mu.Unlock()
+		if cond(last) {
+			return last
+		}
+	}
+}
+
+// watchCA runs WatchCA until the test ends.
+func watchCA(t *testing.T, client clientset.Interface, ca *identity.CA, r *caReports) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		WatchIssuerSecret(ctx, client, "sluice", "", ca, r.report)
+		WatchCA(ctx, client, "sluice", "", "", ca, r.report)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -203,7 +224,43 @@ func watchIssuer(t *testing.T, client clientset.Interface, ca *identity.CA, r *r
 	})
 }
 
-func TestWatchIssuerSecret(t *testing.T) {
+// caUpdater rewrites the CA's ConfigMap and Secret through a client.
+type caUpdater struct {
+	t      testing.TB
+	client clientset.Interface
+}
+
+func (u caUpdater) secret(crt, key []byte) {
+	u.t.Helper()
+	ctx := context.Background()
+	s, err := u.client.CoreV1().Secrets("sluice").Get(ctx, DefaultIssuerSecret, metav1.GetOptions{})
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	s.Data = map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key}
+	if _, err := u.client.CoreV1().Secrets("sluice").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		u.t.Fatal(err)
+	}
+}
+
+func (u caUpdater) anchors(bundle ...[]byte) {
+	u.t.Helper()
+	ctx := context.Background()
+	cm, err := u.client.CoreV1().ConfigMaps("sluice").Get(ctx, DefaultTrustConfigMap, metav1.GetOptions{})
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	var all []byte
+	for _, b := range bundle {
+		all = append(all, b...)
+	}
+	cm.Data = map[string]string{TrustAnchorsKey: string(all)}
+	if _, err := u.client.CoreV1().ConfigMaps("sluice").Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		u.t.Fatal(err)
+	}
+}
+
+func TestWatchCAIssuerSecret(t *testing.T) {
 	c := newTestCA(t)
 	cm, sec := caObjects(c, c.issuer, c.issuerKey)
 	client := k8sfake.NewClientset(cm, sec)
@@ -212,37 +269,28 @@ func TestWatchIssuerSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := ca.Issuer()
-	r := newReloads()
-	watchIssuer(t, client, ca, r)
-
-	update := func(crt, key []byte) {
-		t.Helper()
-		s, err := client.CoreV1().Secrets("sluice").Get(ctx, DefaultIssuerSecret, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Data = map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key}
-		if _, err := client.CoreV1().Secrets("sluice").Update(ctx, s, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
+	r := newCAReports()
+	watchCA(t, client, ca, r)
+	if s := r.next(t); s != (CAState{}) {
+		t.Fatalf("first report of an unchanged CA: %+v", s)
 	}
+	u := caUpdater{t, client}
 
 	// A rotated issuer is used from then on.
 	crt, key := c.newIssuer(t, "issuer-2")
-	update(crt, key)
-	if err := r.next(t); err != nil {
-		t.Fatalf("reload: %v", err)
+	u.secret(crt, key)
+	if s := r.next(t); s.Unusable != nil || s.IssuerRejected != nil || !s.Reloaded {
+		t.Fatalf("after rotating the issuer: %+v", s)
 	}
-	if ca.Issuer() == first || ca.Issuer().Subject.CommonName != "issuer-2" {
+	if ca.Issuer().Subject.CommonName != "issuer-2" {
 		t.Fatalf("issuer after rotation = %q", ca.Issuer().Subject.CommonName)
 	}
 
 	// A bad issuer is reported and the current one stays.
 	other := newTestCA(t)
-	update(other.issuer, other.issuerKey)
-	if err := r.next(t); err == nil || !strings.Contains(err.Error(), "does not verify") {
-		t.Fatalf("reload of a foreign issuer: %v", err)
+	u.secret(other.issuer, other.issuerKey)
+	if s := r.next(t); s.Unusable != nil || s.IssuerRejected == nil || !strings.Contains(s.IssuerRejected.Error(), "does not verify") {
+		t.Fatalf("after a foreign issuer: %+v", s)
 	}
 	if ca.Issuer().Subject.CommonName != "issuer-2" {
 		t.Fatalf("a rejected issuer replaced the current one: %q", ca.Issuer().Subject.CommonName)
@@ -252,10 +300,88 @@ func TestWatchIssuerSecret(t *testing.T) {
 	if err := client.CoreV1().Secrets("sluice").Delete(ctx, DefaultIssuerSecret, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.next(t); err == nil || !strings.Contains(err.Error(), "was deleted") {
-		t.Fatalf("deleting the Secret: %v", err)
+	if s := r.next(t); s.IssuerRejected == nil || !strings.Contains(s.IssuerRejected.Error(), "does not exist") {
+		t.Fatalf("after deleting the Secret: %+v", s)
 	}
 	if ca.Issuer().Subject.CommonName != "issuer-2" {
 		t.Fatal("deleting the Secret replaced the issuer")
+	}
+}
+
+// TestWatchCATrustAnchors rotates the trust anchors: old+new, then the new
+// issuer, then the new anchor alone; and breaks them on the way.
+func TestWatchCATrustAnchors(t *testing.T) {
+	old, next, foreign := newTestCA(t), newTestCA(t), newTestCA(t)
+	cm, sec := caObjects(old, old.issuer, old.issuerKey)
+	client := k8sfake.NewClientset(cm, sec)
+	ca, err := LoadCA(context.Background(), client, "sluice", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newCAReports()
+	watchCA(t, client, ca, r)
+	r.next(t)
+	u := caUpdater{t, client}
+
+	// The new issuer comes first: rejected, its anchor is not trusted yet.
+	u.secret(next.issuer, next.issuerKey)
+	if s := r.next(t); s.Unusable != nil || s.IssuerRejected == nil {
+		t.Fatalf("an issuer of an anchor not yet in the bundle: %+v", s)
+	}
+	// old+new: the waiting issuer is taken at once.
+	u.anchors(old.anchor, next.anchor)
+	if s := r.next(t); s.Unusable != nil || s.IssuerRejected != nil || !s.Reloaded {
+		t.Fatalf("after adding the new anchor: %+v", s)
+	}
+	if string(ca.TrustAnchorPEM()) != string(old.anchor)+string(next.anchor) {
+		t.Error("the CA's anchors are not the two-anchor bundle")
+	}
+	if cert, _ := pem.Decode(next.issuer); !ca.Issuer().Equal(mustParse(t, cert.Bytes)) {
+		t.Error("the CA does not use the new issuer")
+	}
+
+	tests := []struct {
+		name   string
+		change func()
+		want   string
+	}{
+		{"anchors the issuer does not chain to", func() { u.anchors(foreign.anchor) },
+			`does not chain to any trust anchor of ConfigMap sluice/sluice-identity-trust-roots (key ca.crt)`},
+		{"garbage anchors", func() { u.anchors([]byte("garbage")) },
+			"trust anchors ConfigMap sluice/sluice-identity-trust-roots, key ca.crt: trust anchors: no PEM certificate found"},
+		{"no anchors", func() { u.anchors() },
+			"trust anchors ConfigMap sluice/sluice-identity-trust-roots has no ca.crt"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := ca.Issuer()
+			tt.change()
+			s := r.next(t)
+			if s.Unusable == nil || !strings.Contains(s.Unusable.Error(), tt.want) {
+				t.Fatalf("got %+v; want Unusable saying %q", s, tt.want)
+			}
+			if ca.Issuer() != before || string(ca.TrustAnchorPEM()) != string(old.anchor)+string(next.anchor) {
+				t.Error("unusable anchors changed the CA")
+			}
+			// Fixed: usable again.
+			u.anchors(old.anchor, next.anchor)
+			if s := r.next(t); s.Unusable != nil {
+				t.Fatalf("after restoring the anchors: %+v", s)
+			}
+		})
+	}
+
+	// The old anchor goes.
+	u.anchors(next.anchor)
+	if s := r.next(t); s.Unusable != nil || !s.Reloaded || string(ca.TrustAnchorPEM()) != string(next.anchor) {
+		t.Fatalf("after dropping the old anchor: %+v", s)
+	}
+
+	// The ConfigMap is deleted: unusable, saying so.
+	if err := client.CoreV1().ConfigMaps("sluice").Delete(context.Background(), DefaultTrustConfigMap, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.next(t); s.Unusable == nil || !strings.Contains(s.Unusable.Error(), "ConfigMap sluice/sluice-identity-trust-roots does not exist") {
+		t.Fatalf("after deleting the ConfigMap: %+v", s)
 	}
 }

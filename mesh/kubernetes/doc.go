@@ -10,12 +10,16 @@
 //   - StatusWriter writes the parent status of HTTPRoutes attached to
 //     Services (GAMMA): Accepted and ResolvedRefs with the Gateway API's
 //     reasons, under the controller name sluice.dev/gateway-controller.
+//     RunAsLeader runs it on one replica at a time (Lease
+//     sluice-destination-status), so replicas do not fight over the
+//     statuses; a new leader rewrites every route's status on taking over.
 //   - TokenReviewAuthenticator authenticates proxies' projected
 //     service-account tokens with the TokenReview API, for the identity
 //     service.
-//   - LoadCA and WatchIssuerSecret build the identity CA from the trust
-//     anchor ConfigMap and the issuer Secret, and follow the Secret as it is
-//     rotated.
+//   - LoadCA and WatchCA build the identity CA from the trust anchor
+//     ConfigMap and the issuer Secret, and follow both as they are rotated,
+//     reporting anchors that cannot be used (missing, unparsable, or not
+//     what the issuer chains to).
 //   - TelemetryTargets lists the proxies of the running meshed pods for the
 //     mesh telemetry (telemetry.TargetSource), labelled with each pod's
 //     namespace, name, workload and revision (annotation sluice.dev/revision).

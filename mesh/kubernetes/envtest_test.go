@@ -2,11 +2,16 @@ package kubernetes
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -424,12 +429,14 @@ func (s *apiServer) testTokenReview(t *testing.T) {
 	}
 }
 
-// testCA checks LoadCA and WatchIssuerSecret against a real ConfigMap and
-// Secret.
+// testCA checks LoadCA and WatchCA against a real ConfigMap and Secret: an
+// issuer rotation, a trust-anchor rotation to a bundle of two anchors
+// (leaves issued meanwhile verify against it), a bundle the issuer does
+// not chain to (unusable, saying so), and its fix.
 func (s *apiServer) testCA(t *testing.T) {
 	ctx := context.Background()
 	s.namespace(t, "sluice")
-	c := newTestCA(t)
+	c, next, foreign := newTestCA(t), newTestCA(t), newTestCA(t)
 	cm, sec := caObjects(c, c.issuer, c.issuerKey)
 	s.create(t, cm)
 	s.create(t, sec)
@@ -437,22 +444,75 @@ func (s *apiServer) testCA(t *testing.T) {
 	if err != nil {
 		t.Fatalf("LoadCA: %v", err)
 	}
-	r := newReloads()
-	watchIssuer(t, s.kube, ca, r)
+	r := newCAReports()
+	watchCA(t, s.kube, ca, r)
+	u := caUpdater{t, s.kube}
 
 	crt, key := c.newIssuer(t, "issuer-2")
-	cur, err := s.kube.CoreV1().Secrets("sluice").Get(ctx, DefaultIssuerSecret, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur.Data[corev1.TLSCertKey], cur.Data[corev1.TLSPrivateKeyKey] = crt, key
-	if _, err := s.kube.CoreV1().Secrets("sluice").Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.next(t); err != nil {
-		t.Fatalf("reload after rotating the Secret: %v", err)
-	}
+	u.secret(crt, key)
+	r.until(t, "the rotated issuer", func(st CAState) bool { return st.Reloaded })
 	if got := ca.Issuer().Subject.CommonName; got != "issuer-2" {
 		t.Errorf("issuer after rotating the Secret = %q, want issuer-2", got)
 	}
+
+	// Two anchors: the issuer keeps issuing, leaves verify against both.
+	u.anchors(c.anchor, next.anchor)
+	if st := r.until(t, "the two-anchor bundle", func(st CAState) bool { return st.Reloaded || st.Unusable != nil }); st.Unusable != nil {
+		t.Fatalf("the two-anchor bundle: %v", st.Unusable)
+	}
+	if err := verifyIssued(t, ca, c.anchor, next.anchor); err != nil {
+		t.Errorf("a leaf issued with the two-anchor bundle: %v", err)
+	}
+	// Then the new issuer.
+	u.secret(next.issuer, next.issuerKey)
+	if st := r.until(t, "the new issuer", func(st CAState) bool { return st.Reloaded || st.IssuerRejected != nil }); st.IssuerRejected != nil {
+		t.Fatalf("the issuer of the new anchor: %v", st.IssuerRejected)
+	}
+	if err := verifyIssued(t, ca, next.anchor); err != nil {
+		t.Errorf("a leaf of the new issuer against the new anchor: %v", err)
+	}
+
+	// A bundle the issuer does not chain to, then the fix.
+	u.anchors(foreign.anchor)
+	st := r.until(t, "unusable anchors", func(st CAState) bool { return st.Unusable != nil })
+	if want := "does not chain to any trust anchor of ConfigMap sluice/sluice-identity-trust-roots"; !strings.Contains(st.Unusable.Error(), want) {
+		t.Errorf("Unusable = %v; want it to say %q", st.Unusable, want)
+	}
+	u.anchors(next.anchor)
+	r.until(t, "usable anchors again", func(st CAState) bool { return st.Unusable == nil })
+}
+
+// verifyIssued has ca sign a leaf and verifies it, with the chain ca
+// sends, against the anchors given (PEM).
+func verifyIssued(t *testing.T, ca *identity.CA, anchors ...[]byte) error {
+	t.Helper()
+	id := identity.Name("web", "shop", "", "")
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{DNSNames: []string{id}}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafDER, chain, _, err := ca.Sign(csr, id, time.Hour)
+	if err != nil {
+		return fmt.Errorf("sign: %w", err)
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, a := range anchors {
+		if !roots.AppendCertsFromPEM(a) {
+			t.Fatal("no anchor in the PEM")
+		}
+	}
+	for _, d := range chain {
+		inter.AddCert(mustParse(t, d))
+	}
+	_, err = mustParse(t, leafDER).Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: id,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err
 }

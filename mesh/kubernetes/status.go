@@ -53,6 +53,11 @@ const (
 // observedGeneration is the route's generation. Entries of other
 // controllers are left alone, entries of parents no longer referenced are
 // removed, and a route whose status would not change is not written.
+//
+// Every replica of the destination service computes the same statuses, but
+// only one may write them, or they race on every change: run Run under
+// RunAsLeader. Run starts with every route (SyncAll), so a replica that
+// takes over catches up on what changed while nobody led.
 type StatusWriter struct {
 	src    *Source
 	client gatewayclient.Interface
