@@ -76,7 +76,13 @@ func (rc *roleCluster) testIdentityTrustAnchors(t *testing.T) {
 		return runIdentity(ctx, o, logger)
 	})
 	r.waitReady(t)
-	idc := meshv1.NewIdentityClient(dial(t, r.addr))
+	// Identity serves TLS with a certificate from its issuer: trust both
+	// anchors the test rotates through.
+	idRoots := x509.NewCertPool()
+	idRoots.AppendCertsFromPEM(old.anchor)
+	idRoots.AppendCertsFromPEM(next.anchor)
+	idName := identity.ControlPlaneName(identity.IdentityServiceAccount, ctlNS, "cluster.local")
+	idc := meshv1.NewIdentityClient(dialTLS(t, "identity", r.addr, idName, idRoots, nil))
 	webID := identity.Name("web", ns, ctlNS, "cluster.local")
 	tr, err := rc.kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "web", &authnv1.TokenRequest{
 		Spec: authnv1.TokenRequestSpec{Audiences: []string{meshk8s.DefaultTokenAudience}, ExpirationSeconds: new(int64(3600))},

@@ -74,8 +74,10 @@ func TestPendingIdentityUnusable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pendingIdentity{}
-	p.set(ca, identity.NewServer(ca, &identity.StaticTokens{}, 0))
+	p := &pendingIdentity{name: identity.ControlPlaneName(identity.IdentityServiceAccount, "sluice", "cluster.local")}
+	if err := p.set(ca, identity.NewServer(ca, &identity.StaticTokens{}, 0)); err != nil {
+		t.Fatal(err)
+	}
 	const why = "trust anchors ConfigMap sluice/sluice-identity-trust-roots has no ca.crt"
 	if changed := p.setUnusable(errors.New(why)); !changed {
 		t.Error("setUnusable(error) on a usable CA reported no change")

@@ -251,10 +251,9 @@ func (rc *roleCluster) meshedPod(t *testing.T, ns, name, sa, ip string, annotati
 func (rc *roleCluster) testDestination(t *testing.T) {
 	const ns = "dst"
 	ctx := context.Background()
-	// The control plane's namespace holds the status writer's Lease.
-	for _, n := range []string{ns, "sluice"} {
-		rc.create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}})
-	}
+	// (The control plane's namespace, created below, holds the status
+	// writer's Lease.)
+	rc.create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	pod := rc.meshedPod(t, ns, "web-abc-1", "web", "10.1.2.3", nil)
 	rc.create(t, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web"},
