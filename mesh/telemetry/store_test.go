@@ -412,7 +412,10 @@ func TestScrapeFailures(t *testing.T) {
 		telemetry.Target{URL: hang.URL(), Labels: map[string]string{"namespace": "shop", "workload": "web", "pod": "web-3"}},
 		telemetry.Target{URL: "http://127.0.0.1:1/metrics", Labels: map[string]string{"namespace": "shop", "workload": "web", "pod": "web-4"}},
 	)
-	s := newStore(t, src, clk, telemetry.Options{Timeout: 200 * time.Millisecond})
+	// The timeout bounds the good scrapes too: 200 ms was sometimes too short
+	// for one on a loaded machine ("meshed 0"). Each ScrapeOnce waits it out
+	// for the hanging target.
+	s := newStore(t, src, clk, telemetry.Options{Timeout: time.Second})
 
 	s.ScrapeOnce(ctx)
 	good.Serve("inbound", 200, 10, false, 1)

@@ -248,11 +248,15 @@ func TestCancel(t *testing.T) {
 	}
 }
 
+// TestIdleTimeout: a connection that carried traffic and then none is closed.
+// The idle timeout also runs between the proxy's start and the test's first
+// write, so it must outlast a loaded scheduler's pause there: 400 ms, where
+// 100 ms was within reach of a pause on a busy 2-core machine.
 func TestIdleTimeout(t *testing.T) {
 	for _, split := range []bool{false, true} {
 		t.Run("splice="+strconv.FormatBool(!split), func(t *testing.T) {
 			upstream := startServer(t, echo)
-			addr, done := startProxy(t, upstream, proxyOpts{idle: 100 * time.Millisecond, split: split})
+			addr, done := startProxy(t, upstream, proxyOpts{idle: 400 * time.Millisecond, split: split})
 			c := dial(t, addr)
 			if _, err := c.Write([]byte("ping")); err != nil {
 				t.Fatal(err)
