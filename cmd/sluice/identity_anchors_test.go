@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -63,18 +62,7 @@ func (rc *roleCluster) testIdentityTrustAnchors(t *testing.T) {
 		Type:       corev1.SecretTypeTLS,
 		Data:       map[string][]byte{corev1.TLSCertKey: old.issuer, corev1.TLSPrivateKeyKey: old.issuerKey},
 	})
-	o := &identityOptions{
-		roleOptions:           roleOptions{kubeconfig: rc.kubeconfig, logLevel: "debug"},
-		addr:                  "127.0.0.1:0",
-		controllerNamespace:   ctlNS,
-		trustDomain:           "cluster.local",
-		issuerSecret:          meshk8s.DefaultIssuerSecret,
-		trustAnchorsConfigMap: meshk8s.DefaultTrustConfigMap,
-		tokenAudience:         meshk8s.DefaultTokenAudience,
-	}
-	r := startRole(t, &o.roleOptions, func(ctx context.Context, logger *slog.Logger) error {
-		return runIdentity(ctx, o, logger)
-	})
+	r := rc.startIdentityRole(t, ctlNS, "cluster.local", true)
 	r.waitReady(t)
 	// Identity serves TLS with a certificate from its issuer: trust both
 	// anchors the test rotates through.

@@ -290,18 +290,7 @@ func (rc *roleCluster) testDestination(t *testing.T) {
 	const ctlNS, trustDomain = "sluice", "example.org"
 	rc.create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ctlNS}})
 	rc.create(t, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ctlNS, Name: identity.DestinationServiceAccount}})
-	idOpts := &identityOptions{
-		roleOptions:           roleOptions{kubeconfig: rc.kubeconfig, logLevel: "debug"},
-		addr:                  "127.0.0.1:0",
-		controllerNamespace:   ctlNS,
-		trustDomain:           trustDomain,
-		issuerSecret:          meshk8s.DefaultIssuerSecret,
-		trustAnchorsConfigMap: meshk8s.DefaultTrustConfigMap,
-		tokenAudience:         meshk8s.DefaultTokenAudience,
-	}
-	idRole := startRoleChecked(t, &idOpts.roleOptions, func(ctx context.Context, logger *slog.Logger) error {
-		return runIdentity(ctx, idOpts, logger)
-	}, false)
+	idRole := rc.startIdentityRole(t, ctlNS, trustDomain, false)
 	caDir := t.TempDir()
 	ca, err := identity.LoadOrCreate(caDir, "", nil)
 	if err != nil {
@@ -488,18 +477,7 @@ func (rc *roleCluster) testIdentity(t *testing.T) {
 	for _, n := range []string{ctlNS, ns} {
 		rc.create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}})
 	}
-	o := &identityOptions{
-		roleOptions:           roleOptions{kubeconfig: rc.kubeconfig, logLevel: "debug"},
-		addr:                  "127.0.0.1:0",
-		controllerNamespace:   ctlNS,
-		trustDomain:           "cluster.local",
-		issuerSecret:          meshk8s.DefaultIssuerSecret,
-		trustAnchorsConfigMap: meshk8s.DefaultTrustConfigMap,
-		tokenAudience:         meshk8s.DefaultTokenAudience,
-	}
-	r := startRole(t, &o.roleOptions, func(ctx context.Context, logger *slog.Logger) error {
-		return runIdentity(ctx, o, logger)
-	})
+	r := rc.startIdentityRole(t, ctlNS, "cluster.local", true)
 	webID := identity.Name("web", ns, ctlNS, "cluster.local")
 	serverID := identity.ControlPlaneName(identity.IdentityServiceAccount, ctlNS, "cluster.local")
 	caDir := t.TempDir()
@@ -701,4 +679,23 @@ func (rc *roleCluster) testTelemetry(t *testing.T) {
 	if _, err := tc.Window(ctx, telemetry.Selector{Namespace: ns, Workload: "web", Revision: "r2"}, time.Minute); err == nil {
 		t.Error("revision r2, which no pod runs, has data")
 	}
+}
+
+// startIdentityRole runs the identity role for the control-plane namespace
+// ctlNS and trust domain, with the chart's defaults otherwise, checking for
+// leaked goroutines when it stops if checkLeaks.
+func (rc *roleCluster) startIdentityRole(t *testing.T, ctlNS, trustDomain string, checkLeaks bool) *runningRole {
+	t.Helper()
+	o := &identityOptions{
+		roleOptions:           roleOptions{kubeconfig: rc.kubeconfig, logLevel: "debug"},
+		addr:                  "127.0.0.1:0",
+		controllerNamespace:   ctlNS,
+		trustDomain:           trustDomain,
+		issuerSecret:          meshk8s.DefaultIssuerSecret,
+		trustAnchorsConfigMap: meshk8s.DefaultTrustConfigMap,
+		tokenAudience:         meshk8s.DefaultTokenAudience,
+	}
+	return startRoleChecked(t, &o.roleOptions, func(ctx context.Context, logger *slog.Logger) error {
+		return runIdentity(ctx, o, logger)
+	}, checkLeaks)
 }
