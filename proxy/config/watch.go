@@ -23,6 +23,11 @@ var (
 	settle = 100 * time.Millisecond
 	// useFSNotify turns event watching off to test the polling fallback.
 	useFSNotify = true
+	// racyWindow is how recent a file's modification time must be for its
+	// metadata not to be trusted: a rewrite of the same size within the file
+	// system's timestamp granularity (a jiffy on many kernels, seconds on
+	// some file systems) leaves it unchanged.
+	racyWindow = 3 * time.Second
 )
 
 // Watch calls onChange with each new valid configuration whenever the file at
@@ -133,7 +138,8 @@ type watcher struct {
 }
 
 // moved reports whether the file's metadata changed since the last check (or
-// the last check failed), which is when polling should read it again.
+// the last check failed, or found the file modified too recently to trust its
+// metadata), which is when polling should read it again.
 func (w *watcher) moved() bool {
 	st, err := os.Stat(w.path)
 	if err != nil {
@@ -163,6 +169,9 @@ func (w *watcher) check() {
 	}
 	w.lastErr = ""
 	w.lastStat = st
+	if time.Since(st.ModTime()) < racyWindow {
+		w.lastStat = nil // read again at the next poll: see racyWindow
+	}
 	sum := sha256.Sum256(data)
 	if w.haveSum && sum == w.lastSum {
 		return

@@ -250,3 +250,25 @@ func TestWatchArgs(t *testing.T) {
 		t.Error("Watch with a nil onChange succeeded")
 	}
 }
+
+// TestWatchPollingSameStat: polling compares metadata, and a file rewritten
+// in place with the same size within the file system's timestamp granularity
+// (a jiffy on many kernels) keeps its modification time. A file whose
+// modification time is that recent is read again at the next poll instead of
+// trusted.
+func TestWatchPollingSameStat(t *testing.T) {
+	defer setWatchTuning(20*time.Millisecond, false)()
+	path := filepath.Join(t.TempDir(), "proxy.yaml")
+	mtime := time.Now().Truncate(time.Second)
+	writeAt := func(admin string) {
+		write(t, path, configText(admin))
+		if err := os.Chtimes(path, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeAt("127.0.0.1:4001")
+	w := startWatch(t, path)
+	w.next(t, "127.0.0.1:4001") // the first check has recorded the metadata
+	writeAt("127.0.0.1:4002")   // same size, same modification time
+	w.next(t, "127.0.0.1:4002")
+}
