@@ -126,6 +126,12 @@ func startRoleChecked(t *testing.T, o *roleOptions, run func(ctx context.Context
 			// Everything the role started has stopped.
 			http.DefaultClient.CloseIdleConnections()
 			if checkLeaks {
+				// goleak gives up after about 2 s; on a loaded machine the
+				// role's goroutines may take longer to see their context end.
+				deadline := time.Now().Add(roleWait)
+				for goleak.Find(before) != nil && time.Now().Before(deadline) {
+					time.Sleep(100 * time.Millisecond)
+				}
 				goleak.VerifyNone(t, before)
 			}
 			if t.Failed() {
