@@ -88,6 +88,29 @@ func (cp *testControlPlane) meshMember(t *testing.T, id string) *config.ControlP
 	return &config.ControlPlane{Address: cp.addr, DestinationName: testControlPlaneName, Identity: id, TokenFile: tokenFile, TrustAnchors: cp.anchors, Namespace: "shop"}
 }
 
+// meshPair starts two ready proxies of the mesh: a server with identity
+// serverID whose inbound side (all-authenticated) fronts an echo app, and a
+// client with identity clientID with no listeners.
+func (cp *testControlPlane) meshPair(t *testing.T, serverID, clientID string) (server, client *Proxy) {
+	t.Helper()
+	server = startProxy(t, &config.Config{
+		Admin:        "127.0.0.1:0",
+		Inbound:      config.Inbound{Listen: "127.0.0.1:0", App: startEcho(t), DefaultPolicy: policy.AllAuthenticated},
+		Outbound:     config.Outbound{Listen: config.Off},
+		ControlPlane: cp.meshMember(t, serverID),
+	})
+	client = startProxy(t, &config.Config{
+		Admin:        "127.0.0.1:0",
+		Inbound:      config.Inbound{Listen: config.Off},
+		Outbound:     config.Outbound{Listen: config.Off},
+		ControlPlane: cp.meshMember(t, clientID),
+	})
+	for _, p := range []*Proxy{server, client} {
+		waitFor(t, func() bool { ok, _ := p.Ready(); return ok })
+	}
+	return server, client
+}
+
 // TestPodAddressOverMutualTLS: an outbound connection to a pod's address,
 // which no Service claims, is resolved on demand as the outbound listener
 // does (discoverAddr, then the original destination's resolver) into the
@@ -101,21 +124,7 @@ func TestPodAddressOverMutualTLS(t *testing.T) {
 		serverID = "db.shop.serviceaccount.identity.sluice.cluster.local"
 	)
 	cp := startTestControlPlane(t)
-	server := startProxy(t, &config.Config{
-		Admin:        "127.0.0.1:0",
-		Inbound:      config.Inbound{Listen: "127.0.0.1:0", App: startEcho(t), DefaultPolicy: policy.AllAuthenticated},
-		Outbound:     config.Outbound{Listen: config.Off},
-		ControlPlane: cp.meshMember(t, serverID),
-	})
-	client := startProxy(t, &config.Config{
-		Admin:        "127.0.0.1:0",
-		Inbound:      config.Inbound{Listen: config.Off},
-		Outbound:     config.Outbound{Listen: config.Off},
-		ControlPlane: cp.meshMember(t, clientID),
-	})
-	for _, p := range []*Proxy{server, client} {
-		waitFor(t, func() bool { ok, _ := p.Ready(); return ok })
-	}
+	server, client := cp.meshPair(t, serverID, clientID)
 	// The pod addresses: the server proxy's inbound listener (where
 	// iptables would have sent the connection) as a meshed pod, and an
 	// application reached directly as an unmeshed one.
@@ -182,21 +191,7 @@ func TestOpaquePodAddressOverMutualTLS(t *testing.T) {
 		serverID = "cache.shop.serviceaccount.identity.sluice.cluster.local"
 	)
 	cp := startTestControlPlane(t)
-	server := startProxy(t, &config.Config{
-		Admin:        "127.0.0.1:0",
-		Inbound:      config.Inbound{Listen: "127.0.0.1:0", App: startEcho(t), DefaultPolicy: policy.AllAuthenticated},
-		Outbound:     config.Outbound{Listen: config.Off},
-		ControlPlane: cp.meshMember(t, serverID),
-	})
-	client := startProxy(t, &config.Config{
-		Admin:        "127.0.0.1:0",
-		Inbound:      config.Inbound{Listen: config.Off},
-		Outbound:     config.Outbound{Listen: config.Off},
-		ControlPlane: cp.meshMember(t, clientID),
-	})
-	for _, p := range []*Proxy{server, client} {
-		waitFor(t, func() bool { ok, _ := p.Ready(); return ok })
-	}
+	server, client := cp.meshPair(t, serverID, clientID)
 	addr := netip.MustParseAddrPort(server.Addr("inbound"))
 	cp.store.SetReplica(localstore.Replica{
 		Namespace: "shop", Workload: "cache", Pod: "cache-0", Address: addr.String(), Identity: serverID, Ready: true,

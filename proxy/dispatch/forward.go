@@ -254,25 +254,30 @@ func (r *Result) failed() bool {
 // pick chooses a backend of the plan's rule by weight, then one of its endpoints.
 func (d *Dispatcher) pick(p *Plan, avoid *balance.Endpoint, peer *Peer) (*Target, *Error) {
 	snap := d.snap.Load()
-	available := func(count func(*balance.Balancer) int) func(string) bool {
-		return func(key string) bool {
-			if key == "" {
-				return true // an invalid backend takes its share and answers 500
-			}
-			svc := snap.services[key]
-			if svc == nil && key == p.Service.key {
-				svc = p.Service
-			}
-			return svc != nil && count(svc.balancer) > 0
+	balancerOf := func(key string) *balance.Balancer {
+		svc := snap.services[key]
+		if svc == nil && key == p.Service.key {
+			svc = p.Service
 		}
+		if svc == nil {
+			return nil
+		}
+		return svc.balancer
 	}
 	// Backends with endpoints the breaker has not ejected first; when the
 	// breaker has ejected every ready endpoint of every backend, split by weight
 	// over the backends with endpoints ready by spec (the balancers panic, see
-	// balance.Balancer.Pick) rather than failing every request.
-	b, ok := p.Rule.PickBackend(available((*balance.Balancer).ReadyCount), rnd)
+	// balance.Balancer.Pick) rather than failing every request. An invalid
+	// backend (key "") takes its share and answers 500.
+	b, ok := p.Rule.PickBackend(func(key string) bool {
+		bal := balancerOf(key)
+		return key == "" || bal != nil && bal.ReadyCount() > 0
+	}, rnd)
 	if !ok {
-		b, ok = p.Rule.PickBackend(available((*balance.Balancer).SpecReadyCount), rnd)
+		b, ok = p.Rule.PickBackend(func(key string) bool {
+			bal := balancerOf(key)
+			return key == "" || bal != nil && bal.SpecReadyCount() > 0
+		}, rnd)
 	}
 	if !ok {
 		// Nothing ready: if weights are positive but endpoints are missing, say so.
