@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 )
 
@@ -82,8 +83,9 @@ func NewIntermediateCA(parent KeyPair, commonName string, now time.Time, lifetim
 }
 
 // NewServingCertificate generates an ECDSA P-256 TLS server certificate
-// for dnsNames (the first is also its common name), signed by ca, valid
-// from now for lifetime but never beyond ca.
+// for dnsNames (the first is also its common name; IP literals among them
+// become IP addresses of the certificate), signed by ca, valid from now for
+// lifetime but never beyond ca.
 func NewServingCertificate(ca KeyPair, dnsNames []string, now time.Time, lifetime time.Duration) (KeyPair, error) {
 	if len(dnsNames) == 0 {
 		return KeyPair{}, errors.New("a serving certificate needs at least one DNS name")
@@ -104,10 +106,20 @@ func NewServingCertificate(ca KeyPair, dnsNames []string, now time.Time, lifetim
 	if notAfter.After(caCert.NotAfter) {
 		notAfter = caCert.NotAfter
 	}
+	var dns []string
+	var ips []net.IP
+	for _, n := range dnsNames {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, n)
+		}
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: dnsNames[0]},
-		DNSNames:              dnsNames,
+		DNSNames:              dns,
+		IPAddresses:           ips,
 		NotBefore:             now.Add(-ClockSkew),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,

@@ -42,7 +42,7 @@ func TestBootstrapCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serving, err := NewServingCertificate(web, []string{"sluice-injector.sluice.svc"}, now, year)
+	serving, err := NewServingCertificate(web, []string{"sluice-injector.sluice.svc", "127.0.0.1"}, now, year)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +54,12 @@ func TestBootstrapCertificates(t *testing.T) {
 	roots.AppendCertsFromPEM(web.CertPEM)
 	if _, err := pair.Leaf.Verify(x509.VerifyOptions{DNSName: "sluice-injector.sluice.svc", Roots: roots, CurrentTime: now}); err != nil {
 		t.Errorf("the serving certificate does not verify with its CA: %v", err)
+	}
+	if _, err := pair.Leaf.Verify(x509.VerifyOptions{DNSName: "127.0.0.1", Roots: roots, CurrentTime: now}); err != nil {
+		t.Errorf("the serving certificate does not verify for its IP address: %v", err)
+	}
+	if len(pair.Leaf.DNSNames) != 1 {
+		t.Errorf("DNS names %q: an IP literal among them", pair.Leaf.DNSNames)
 	}
 	if _, err := NewServingCertificate(web, nil, now, year); err == nil {
 		t.Error("a serving certificate without a name was generated")
