@@ -67,11 +67,7 @@ func verifyServer(o TLSOptions, peer []*x509.Certificate) error {
 	if len(peer) == 0 {
 		return fmt.Errorf("the %s service at %s presented no certificate (expected identity %s)", o.Service, o.Address, o.ServerName)
 	}
-	raw := make([][]byte, len(peer))
-	for i, c := range peer {
-		raw[i] = c.Raw
-	}
-	if err := certs.VerifyPeer(o.Roots, "")(raw, nil); err != nil {
+	if err := certs.VerifyChain(o.Roots, "", peer); err != nil {
 		return fmt.Errorf("the %s service's certificate at %s is not signed by the configured trust anchors (expected identity %s): %w",
 			o.Service, o.Address, o.ServerName, err)
 	}

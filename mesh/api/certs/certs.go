@@ -130,6 +130,13 @@ func VerifyPeer(roots *x509.CertPool, expected string) func(rawCerts [][]byte, _
 	}
 }
 
+// VerifyChain checks that chain (leaf first, as tls.ConnectionState's
+// PeerCertificates) chains to roots now and, unless expected is empty, that
+// the leaf names expected.
+func VerifyChain(roots *x509.CertPool, expected string, chain []*x509.Certificate) error {
+	return verifyChain(roots, expected, chain, time.Time{})
+}
+
 // PeerIdentity is the identity the peer presented on a connection: the first
 // DNS SAN of its leaf certificate, or "" when it presented none. It says who
 // the peer claims to be; the connection's configuration must have verified
