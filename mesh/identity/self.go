@@ -11,17 +11,13 @@ import (
 	"github.com/sluicehq/sluice/mesh/api/certs"
 )
 
-// SelfRefresh is the share of a self-issued serving certificate's
-// lifetime after which it is replaced, as proxies renew theirs.
-const SelfRefresh = 0.7
-
 // SelfCertificate is the certificate a process holding the CA (the
 // identity service, `sluice up`'s control plane) serves its own gRPC with:
 // a leaf for its own mesh identity, issued from the CA in process with a new
 // key, so that proxies verify it against the trust anchors they already have.
 //
 // It is issued on the first handshake, replaced on the first handshake after
-// SelfRefresh of its lifetime, and replaced as soon as the CA's issuer
+// certs.RenewShare of its lifetime, and replaced as soon as the CA's issuer
 // changes. When a replacement fails (the issuer expired) the current
 // certificate is served until it expires. It needs no goroutine.
 type SelfCertificate struct {
@@ -108,6 +104,6 @@ func (s *SelfCertificate) issueLocked(now time.Time) error {
 	}
 	s.cert = &tls.Certificate{Certificate: append([][]byte{leaf}, chain...), PrivateKey: key, Leaf: parsed}
 	s.issuer = iss
-	s.renewAt = now.Add(time.Duration(float64(notAfter.Sub(now)) * SelfRefresh))
+	s.renewAt = now.Add(time.Duration(float64(notAfter.Sub(now)) * certs.RenewShare))
 	return nil
 }

@@ -21,7 +21,7 @@ import (
 const (
 	// DefaultRefresh is the share of a certificate's lifetime after which it
 	// is renewed.
-	DefaultRefresh = 0.7
+	DefaultRefresh = certs.RenewShare
 	// MinRetryBackoff and MaxRetryBackoff bound the jittered wait between
 	// failed Certify attempts.
 	MinRetryBackoff = time.Second

@@ -148,6 +148,11 @@ func PeerIdentity(cs tls.ConnectionState) string {
 	return cs.PeerCertificates[0].DNSNames[0]
 }
 
+// RenewShare is the share of a mesh certificate's lifetime after which its
+// holder renews it: proxies and the control plane's own serving certificates
+// alike.
+const RenewShare = 0.7
+
 // CurvePreferences is the key exchange order of mesh TLS: post-quantum hybrid
 // first, then the classical groups.
 func CurvePreferences() []tls.CurveID {
