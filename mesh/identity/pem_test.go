@@ -39,26 +39,7 @@ func TestNewCAFromPEM(t *testing.T) {
 	if !bytes.Equal(ca.TrustAnchorPEM(), f.anchor) {
 		t.Error("TrustAnchorPEM is not the anchors given")
 	}
-	leafDER, chain, _, err := ca.Sign(csrFor(t, elliptic.P256(), &x509.CertificateRequest{DNSNames: []string{webID}}), webID, time.Hour)
-	if err != nil {
-		t.Fatalf("Sign: %v", err)
-	}
-	leaf, err := x509.ParseCertificate(leafDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inter := x509.NewCertPool()
-	for _, der := range chain {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		inter.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots: ca.TrustAnchors(), Intermediates: inter, CurrentTime: t0,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}); err != nil {
+	if err := verifyLeaf(t, ca, ca.TrustAnchors(), t0); err != nil {
 		t.Errorf("leaf does not verify against the anchors: %v", err)
 	}
 }
@@ -145,9 +126,9 @@ func TestSetIssuerPEM(t *testing.T) {
 	}
 }
 
-// verifyLeaf signs a leaf for webID and verifies it against roots with
-// the chain the CA sends.
-func verifyLeaf(t *testing.T, ca *CA, roots *x509.CertPool) error {
+// verifyLeaf signs a leaf for webID and verifies it against roots at the
+// time at with the chain the CA sends.
+func verifyLeaf(t *testing.T, ca *CA, roots *x509.CertPool, at time.Time) error {
 	t.Helper()
 	leafDER, chain, _, err := ca.Sign(csrFor(t, elliptic.P256(), &x509.CertificateRequest{DNSNames: []string{webID}}), webID, time.Hour)
 	if err != nil {
@@ -165,7 +146,7 @@ func verifyLeaf(t *testing.T, ca *CA, roots *x509.CertPool) error {
 		}
 		inter.AddCert(c)
 	}
-	_, err = leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: t0.Add(2 * time.Hour),
+	_, err = leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: at,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	return err
 }
@@ -196,7 +177,7 @@ func TestTrustAnchorRotation(t *testing.T) {
 	if !bytes.Equal(ca.TrustAnchorPEM(), both) || !ca.Issuer().Equal(oldIssuer) {
 		t.Fatal("after adding an anchor: want the two-anchor bundle and the same issuer")
 	}
-	if err := verifyLeaf(t, ca, ca.TrustAnchors()); err != nil {
+	if err := verifyLeaf(t, ca, ca.TrustAnchors(), t0.Add(2*time.Hour)); err != nil {
 		t.Errorf("a leaf issued with old+new anchors does not verify against them: %v", err)
 	}
 
@@ -204,7 +185,7 @@ func TestTrustAnchorRotation(t *testing.T) {
 	if err := ca.SetPEM(both, newF.issuer, newF.issuerKey); err != nil {
 		t.Fatalf("SetPEM(old+new, new issuer): %v", err)
 	}
-	if err := verifyLeaf(t, ca, newCA.TrustAnchors()); err != nil {
+	if err := verifyLeaf(t, ca, newCA.TrustAnchors(), t0.Add(2*time.Hour)); err != nil {
 		t.Errorf("a leaf of the new issuer does not verify against the new anchor: %v", err)
 	}
 
