@@ -490,53 +490,36 @@ func containerNames(cs []corev1.Container) []string {
 
 // flakyAndSlow are two more backends: flaky fails half its requests, slow
 // answers after 3 s.
-const flakyAndSlow = `
+var flakyAndSlow = demoBackend("flaky", "--error-rate=0.5") + "---\n" + demoBackend("slow", "--latency=3s")
+
+// demoBackend is a one-replica Deployment of the demo app named name, run
+// with arg, and its Service on port 80, in namespace demo.
+func demoBackend(name, arg string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(`
 apiVersion: apps/v1
 kind: Deployment
-metadata: {name: flaky, namespace: demo}
+metadata: {name: NAME, namespace: demo}
 spec:
   replicas: 1
-  selector: {matchLabels: {app: flaky}}
+  selector: {matchLabels: {app: NAME}}
   template:
-    metadata: {labels: {app: flaky}}
+    metadata: {labels: {app: NAME}}
     spec:
       enableServiceLinks: false
       containers:
       - name: app
         image: ghcr.io/sluicehq/sluice-demo-app:dev
-        args: ["--name=flaky", "--error-rate=0.5"]
+        args: ["--name=NAME", "ARG"]
         ports: [{name: http, containerPort: 8080}]
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: flaky, namespace: demo}
+metadata: {name: NAME, namespace: demo}
 spec:
-  selector: {app: flaky}
+  selector: {app: NAME}
   ports: [{name: http, port: 80, targetPort: http}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: slow, namespace: demo}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: slow}}
-  template:
-    metadata: {labels: {app: slow}}
-    spec:
-      enableServiceLinks: false
-      containers:
-      - name: app
-        image: ghcr.io/sluicehq/sluice-demo-app:dev
-        args: ["--name=slow", "--latency=3s"]
-        ports: [{name: http, containerPort: 8080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: slow, namespace: demo}
-spec:
-  selector: {app: slow}
-  ports: [{name: http, port: 80, targetPort: http}]
-`
+`, "NAME", name), "ARG", arg)
+}
 
 // flakyRoute retries 500s up to three times.
 const flakyRoute = `
